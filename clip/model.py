@@ -1,0 +1,488 @@
+"""CLIP model: image and text towers with OpenAI's module layout and parameter names.
+
+Every parameter has the name it has in OpenAI's published checkpoints, so
+``build_model(state_dict)`` loads an official file unchanged, and code written against OpenAI's
+``clip`` package (CoOp's ``TextEncoder``, prompt learners that read ``visual.conv1``,
+``visual.class_embedding``, ``transformer.resblocks``...) works on these modules.
+
+Conventions shared with OpenAI's implementation:
+
+* ``Transformer`` and ``ResidualAttentionBlock`` take and return **sequence-first** tensors
+  ``[L, N, D]``.
+* The text tower is causal. Its mask is stored at ``context_length`` and sliced to ``[:L, :L]``,
+  so the blocks accept any sequence length ``L <= context_length``.
+* ``LayerNorm`` computes in fp32 and casts back to the input dtype.
+* ``encode_text`` pools the feature at the position of the largest token id (``<|endoftext|>``).
+
+Precision: ``build_model`` and ``CLIP(...)`` give **fp32** weights. ``convert_weights(model)``
+converts them in place the way OpenAI's ``build_model`` does (Conv/Linear/attention weights and
+the two projections to fp16; embeddings, LayerNorms, BatchNorms and ``logit_scale`` stay fp32).
+``clip.load`` applies it on CUDA when ``precision="fp16"`` (the default there).
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "MODEL_CONFIGS",
+    "AttentionPool2d",
+    "Bottleneck",
+    "CLIP",
+    "LayerNorm",
+    "ModifiedResNet",
+    "QuickGELU",
+    "ResidualAttentionBlock",
+    "Transformer",
+    "VisionTransformer",
+    "build_model",
+    "build_model_from_config",
+    "convert_weights",
+]
+
+# The published architectures, as keyword arguments of ``CLIP``. A tuple ``vision_layers`` means a
+# ModifiedResNet image tower (blocks per stage); an int means a VisionTransformer.
+_TEXT = dict(context_length=77, vocab_size=49408, transformer_layers=12)
+MODEL_CONFIGS: dict[str, dict] = {
+    "RN50": dict(embed_dim=1024, image_resolution=224, vision_layers=(3, 4, 6, 3), vision_width=64,
+                 vision_patch_size=None, transformer_width=512, transformer_heads=8, **_TEXT),
+    "RN101": dict(embed_dim=512, image_resolution=224, vision_layers=(3, 4, 23, 3), vision_width=64,
+                  vision_patch_size=None, transformer_width=512, transformer_heads=8, **_TEXT),
+    "RN50x4": dict(embed_dim=640, image_resolution=288, vision_layers=(4, 6, 10, 6), vision_width=80,
+                   vision_patch_size=None, transformer_width=640, transformer_heads=10, **_TEXT),
+    "RN50x16": dict(embed_dim=768, image_resolution=384, vision_layers=(6, 8, 18, 8),
+                    vision_width=96, vision_patch_size=None, transformer_width=768,
+                    transformer_heads=12, **_TEXT),
+    "RN50x64": dict(embed_dim=1024, image_resolution=448, vision_layers=(3, 15, 36, 10),
+                    vision_width=128, vision_patch_size=None, transformer_width=1024,
+                    transformer_heads=16, **_TEXT),
+    "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=32, transformer_width=512, transformer_heads=8, **_TEXT),
+    "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=16, transformer_width=512, transformer_heads=8, **_TEXT),
+    "ViT-L/14": dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024,
+                     vision_patch_size=14, transformer_width=768, transformer_heads=12, **_TEXT),
+    "ViT-L/14@336px": dict(embed_dim=768, image_resolution=336, vision_layers=24,
+                           vision_width=1024, vision_patch_size=14, transformer_width=768,
+                           transformer_heads=12, **_TEXT),
+}
+del _TEXT
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm that computes in fp32 and returns the input's dtype (fp16-safe)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        orig_type = x.dtype
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        out = F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps)
+        return out.to(orig_type)
+
+
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x), the activation OpenAI's CLIP was trained with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LN transformer block on sequence-first input ``[L, N, D]``.
+
+    ``attn_mask`` (optional, additive float mask ``[S, S]``) is kept as a non-persistent buffer,
+    so it follows ``.to()`` but is not part of the state dict; it is sliced to ``[:L, :L]`` for a
+    sequence of length ``L``.
+    """
+
+    def __init__(self, d_model: int, n_head: int, attn_mask: torch.Tensor | None = None):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d_model, n_head)
+        self.ln_1 = LayerNorm(d_model)
+        self.mlp = nn.Sequential(OrderedDict([
+            ("c_fc", nn.Linear(d_model, d_model * 4)),
+            ("gelu", QuickGELU()),
+            ("c_proj", nn.Linear(d_model * 4, d_model)),
+        ]))
+        self.ln_2 = LayerNorm(d_model)
+        self.register_buffer("attn_mask", attn_mask, persistent=False)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.attn_mask
+        if mask is not None:
+            n = x.shape[0]
+            if n > mask.shape[0]:
+                raise ValueError(
+                    f"sequence length {n} exceeds the attention mask size {mask.shape[0]} "
+                    "(the model's context_length)")
+            mask = mask[:n, :n].to(dtype=x.dtype, device=x.device)
+        return self.attn(x, x, x, need_weights=False, attn_mask=mask)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.ln_1(x))
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class Transformer(nn.Module):
+    """A stack of ``ResidualAttentionBlock`` on sequence-first input ``[L, N, D]``."""
+
+    def __init__(self, width: int, layers: int, heads: int, attn_mask: torch.Tensor | None = None):
+        super().__init__()
+        self.width = width
+        self.layers = layers
+        self.resblocks = nn.ModuleList(
+            [ResidualAttentionBlock(width, heads, attn_mask) for _ in range(layers)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.resblocks:
+            x = block(x)
+        return x
+
+
+class VisionTransformer(nn.Module):
+    """ViT image tower: patch conv, [CLS] + positional embedding, ln_pre, blocks, ln_post, proj."""
+
+    def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int,
+                 heads: int, output_dim: int):
+        super().__init__()
+        self.input_resolution = input_resolution
+        self.output_dim = output_dim
+        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        scale = width ** -0.5
+        grid = input_resolution // patch_size
+        self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
+        self.ln_pre = LayerNorm(width)
+        self.transformer = Transformer(width, layers, heads)
+        self.ln_post = LayerNorm(width)
+        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, 3, H, W]`` -> token embeddings ``[N, 1 + grid**2, width]`` (before ln_pre)."""
+        x = self.conv1(x)                                   # [N, width, g, g]
+        x = x.flatten(2).permute(0, 2, 1)                   # [N, g*g, width]
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1)
+        return x + self.positional_embedding.to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ln_pre(self.embed(x))
+        x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)   # NLD -> LND -> NLD
+        x = self.ln_post(x[:, 0, :])
+        if self.proj is not None:
+            x = x @ self.proj
+        return x
+
+
+class Bottleneck(nn.Module):
+    """ResNet bottleneck with anti-aliased downsampling (avgpool before the strided path)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.downsample = None
+        self.stride = stride
+        if stride > 1 or inplanes != planes * self.expansion:
+            self.downsample = nn.Sequential(OrderedDict([
+                ("-1", nn.AvgPool2d(stride)),
+                ("0", nn.Conv2d(inplanes, planes * self.expansion, 1, stride=1, bias=False)),
+                ("1", nn.BatchNorm2d(planes * self.expansion)),
+            ]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.avgpool(out)
+        out = self.bn3(self.conv3(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        return self.relu3(out + identity)
+
+
+class AttentionPool2d(nn.Module):
+    """Attention pooling: the mean token queries all spatial tokens (QKV projections + c_proj)."""
+
+    def __init__(self, spacial_dim: int, embed_dim: int, num_heads: int,
+                 output_dim: int | None = None):
+        super().__init__()
+        self.positional_embedding = nn.Parameter(
+            torch.randn(spacial_dim ** 2 + 1, embed_dim) / embed_dim ** 0.5)
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.c_proj = nn.Linear(embed_dim, output_dim or embed_dim)
+        self.num_heads = num_heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        x = x.flatten(2).permute(0, 2, 1)                       # [N, HW, C]
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)  # [N, HW+1, C]
+        x = x + self.positional_embedding.to(x.dtype)
+        h = self.num_heads
+
+        def heads(t: torch.Tensor) -> torch.Tensor:             # [N, S, C] -> [N, h, S, C/h]
+            return t.reshape(n, t.shape[1], h, c // h).transpose(1, 2)
+
+        q = heads(self.q_proj(x[:, :1]))
+        k = heads(self.k_proj(x))
+        v = heads(self.v_proj(x))
+        out = F.scaled_dot_product_attention(q, k, v)            # [N, h, 1, C/h]
+        out = out.transpose(1, 2).reshape(n, c)
+        return self.c_proj(out)
+
+
+class ModifiedResNet(nn.Module):
+    """OpenAI's ResNet image tower: 3-conv stem + avgpool, anti-aliased stages, attention pooling."""
+
+    def __init__(self, layers: Sequence[int], output_dim: int, heads: int,
+                 input_resolution: int = 224, width: int = 64):
+        super().__init__()
+        self.output_dim = output_dim
+        self.input_resolution = input_resolution
+        # stem
+        self.conv1 = nn.Conv2d(3, width // 2, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width // 2)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(width // 2, width // 2, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width // 2)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv3 = nn.Conv2d(width // 2, width, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.avgpool = nn.AvgPool2d(2)
+        # residual stages
+        self._inplanes = width
+        self.layer1 = self._make_layer(width, layers[0])
+        self.layer2 = self._make_layer(width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(width * 8, layers[3], stride=2)
+        embed_dim = width * 32
+        self.attnpool = AttentionPool2d(input_resolution // 32, embed_dim, heads, output_dim)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        layers = [Bottleneck(self._inplanes, planes, stride)]
+        self._inplanes = planes * Bottleneck.expansion
+        layers += [Bottleneck(self._inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu1(self.bn1(self.conv1(x)))
+        x = self.relu2(self.bn2(self.conv2(x)))
+        x = self.relu3(self.bn3(self.conv3(x)))
+        return self.avgpool(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.type(self.conv1.weight.dtype)
+        x = self.stem(x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = self.layer4(x)
+        return self.attnpool(x)
+
+
+class CLIP(nn.Module):
+    """Contrastive image-text model. Arguments in OpenAI's order; see ``MODEL_CONFIGS``.
+
+    ``vision_layers`` is a 4-tuple for a ResNet image tower (then ``vision_patch_size`` is unused)
+    or an int for a ViT.
+    """
+
+    def __init__(self, embed_dim: int, image_resolution: int,
+                 vision_layers: int | Sequence[int], vision_width: int,
+                 vision_patch_size: int | None, context_length: int, vocab_size: int,
+                 transformer_width: int, transformer_heads: int, transformer_layers: int):
+        super().__init__()
+        self.context_length = context_length
+        self.vocab_size = vocab_size
+        if isinstance(vision_layers, (tuple, list)):
+            self.visual = ModifiedResNet(layers=vision_layers, output_dim=embed_dim,
+                                         heads=vision_width * 32 // 64,
+                                         input_resolution=image_resolution, width=vision_width)
+        else:
+            self.visual = VisionTransformer(input_resolution=image_resolution,
+                                            patch_size=vision_patch_size, width=vision_width,
+                                            layers=vision_layers, heads=vision_width // 64,
+                                            output_dim=embed_dim)
+        self.transformer = Transformer(width=transformer_width, layers=transformer_layers,
+                                       heads=transformer_heads,
+                                       attn_mask=self.build_attention_mask())
+        self.token_embedding = nn.Embedding(vocab_size, transformer_width)
+        self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
+        self.ln_final = LayerNorm(transformer_width)
+        self.text_projection = nn.Parameter(torch.empty(transformer_width, embed_dim))
+        self.logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
+        self.initialize_parameters()
+
+    def initialize_parameters(self) -> None:
+        """OpenAI's initialisation (scaled normals; zero-init of the last BN of each ResNet block)."""
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        if isinstance(self.visual, ModifiedResNet):
+            pool = self.visual.attnpool
+            std = pool.c_proj.in_features ** -0.5
+            for lin in (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj):
+                nn.init.normal_(lin.weight, std=std)
+            for stage in (self.visual.layer1, self.visual.layer2, self.visual.layer3,
+                          self.visual.layer4):
+                for block in stage:
+                    nn.init.zeros_(block.bn3.weight)
+        width, layers = self.transformer.width, self.transformer.layers
+        proj_std = width ** -0.5 * (2 * layers) ** -0.5
+        attn_std = width ** -0.5
+        fc_std = (2 * width) ** -0.5
+        for block in self.transformer.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        nn.init.normal_(self.text_projection, std=width ** -0.5)
+
+    def build_attention_mask(self) -> torch.Tensor:
+        """Additive causal mask ``[context_length, context_length]``: -inf above the diagonal."""
+        mask = torch.full((self.context_length, self.context_length), float("-inf"))
+        return mask.triu_(1)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.visual.conv1.weight.dtype
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        return self.visual(image.type(self.dtype))
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        """Token ids ``[N, L]`` (L <= context_length) -> text features ``[N, embed_dim]``."""
+        x = self.token_embedding(text).type(self.dtype)                 # [N, L, D]
+        x = x + self.positional_embedding[: x.shape[1]].type(self.dtype)
+        x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)       # NLD -> LND -> NLD
+        x = self.ln_final(x).type(self.dtype)
+        x = x[torch.arange(x.shape[0], device=x.device), text.argmax(dim=-1)]
+        return x @ self.text_projection
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor):
+        image_features = F.normalize(self.encode_image(image), dim=-1)
+        text_features = F.normalize(self.encode_text(text), dim=-1)
+        logit_scale = self.logit_scale.exp()
+        logits_per_image = logit_scale * image_features @ text_features.t()
+        return logits_per_image, logits_per_image.t()
+
+
+def convert_weights(model: nn.Module) -> nn.Module:
+    """Convert applicable weights to fp16 in place, exactly as OpenAI's ``build_model`` does.
+
+    Converted: Conv1d/Conv2d/Linear weights and biases, MultiheadAttention projection weights and
+    biases, and the ``text_projection`` / ``proj`` parameters. Kept fp32: token and positional
+    embeddings, ``class_embedding``, LayerNorm/BatchNorm parameters, ``logit_scale``.
+    Returns ``model`` for chaining.
+    """
+
+    def _convert(m: nn.Module) -> None:
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            m.weight.data = m.weight.data.half()
+            if m.bias is not None:
+                m.bias.data = m.bias.data.half()
+        if isinstance(m, nn.MultiheadAttention):
+            for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
+                         "in_proj_bias", "bias_k", "bias_v"):
+                t = getattr(m, name)
+                if t is not None:
+                    t.data = t.data.half()
+        for name in ("text_projection", "proj"):
+            t = getattr(m, name, None)
+            if isinstance(t, torch.Tensor):
+                t.data = t.data.half()
+
+    model.apply(_convert)
+    return model
+
+
+# Entries of OpenAI's TorchScript archives that are not parameters.
+_NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def _count_blocks(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
+    """Number of distinct indices ``i`` among keys ``<prefix>.<i>.*``."""
+    depth = prefix.count(".") + 1
+    return len({k.split(".")[depth] for k in state_dict if k.startswith(prefix + ".")})
+
+
+def config_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict:
+    """Infer ``CLIP`` constructor arguments from an OpenAI-layout state dict."""
+    sd = state_dict
+    if "visual.proj" in sd:  # ViT
+        vision_width = sd["visual.conv1.weight"].shape[0]
+        vision_layers = len([k for k in sd
+                             if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
+        vision_patch_size = sd["visual.conv1.weight"].shape[-1]
+        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        image_resolution = vision_patch_size * grid
+    elif "visual.attnpool.positional_embedding" in sd:  # ModifiedResNet
+        vision_layers = tuple(_count_blocks(sd, f"visual.layer{b}") for b in (1, 2, 3, 4))
+        vision_width = sd["visual.layer1.0.conv1.weight"].shape[0]
+        output_width = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision_patch_size = None
+        image_resolution = output_width * 32
+    else:
+        raise ValueError("not a CLIP state dict: found neither 'visual.proj' (ViT) nor "
+                         "'visual.attnpool.positional_embedding' (ResNet)")
+    transformer_width = sd["ln_final.weight"].shape[0]
+    return dict(
+        embed_dim=sd["text_projection"].shape[1],
+        image_resolution=int(image_resolution),
+        vision_layers=vision_layers,
+        vision_width=int(vision_width),
+        vision_patch_size=None if vision_patch_size is None else int(vision_patch_size),
+        context_length=sd["positional_embedding"].shape[0],
+        vocab_size=sd["token_embedding.weight"].shape[0],
+        transformer_width=transformer_width,
+        transformer_heads=transformer_width // 64,
+        transformer_layers=_count_blocks(sd, "transformer.resblocks"),
+    )
+
+
+def build_model(state_dict: Mapping[str, torch.Tensor]) -> CLIP:
+    """Build a ``CLIP`` whose architecture is inferred from ``state_dict`` and load it (strict).
+
+    The non-parameter entries of OpenAI's archives (``input_resolution``, ``context_length``,
+    ``vocab_size``) are ignored. Returns the model in eval mode, on CPU, in **fp32** (unlike
+    OpenAI's ``build_model``, which returns fp16; call ``convert_weights(model)`` for that).
+    """
+    state_dict = {k: v for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
+    model = CLIP(**config_from_state_dict(state_dict))
+    model.load_state_dict(state_dict, strict=True)
+    return model.float().eval()
+
+
+def build_model_from_config(name_or_config: str | Mapping, **overrides) -> CLIP:
+    """A randomly initialised fp32 ``CLIP`` from a ``MODEL_CONFIGS`` name or a config dict.
+
+    ``overrides`` replace single arguments, e.g.
+    ``build_model_from_config("ViT-B/16", transformer_layers=2, vision_layers=2)``.
+    """
+    if isinstance(name_or_config, str):
+        if name_or_config not in MODEL_CONFIGS:
+            raise KeyError(f"unknown CLIP config {name_or_config!r}; "
+                           f"available: {', '.join(MODEL_CONFIGS)}")
+        config = dict(MODEL_CONFIGS[name_or_config])
+    else:
+        config = dict(name_or_config)
+    config.update(overrides)
+    return CLIP(**config)
