@@ -462,12 +462,16 @@ def build_model(state_dict: Mapping[str, torch.Tensor]) -> CLIP:
     """Build a ``CLIP`` whose architecture is inferred from ``state_dict`` and load it (strict).
 
     The non-parameter entries of OpenAI's archives (``input_resolution``, ``context_length``,
-    ``vocab_size``) are ignored. Returns the model in eval mode, on CPU, in **fp32** (unlike
+    ``vocab_size``) and stored copies of the causal masks (non-persistent buffers, which
+    TorchScript archives of this implementation hold) are ignored. Returns the model in eval mode, on CPU, in **fp32** (unlike
     OpenAI's ``build_model``, which returns fp16; call ``convert_weights(model)`` for that).
     """
     state_dict = {k: v for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
     model = CLIP(**config_from_state_dict(state_dict))
-    model.load_state_dict(state_dict, strict=True)
+    # TorchScript archives also store non-persistent buffers (the causal masks): skip them.
+    persistent = model.state_dict().keys()
+    transient = {name for name, _ in model.named_buffers()} - persistent
+    model.load_state_dict({k: v for k, v in state_dict.items() if k not in transient}, strict=True)
     return model.float().eval()
 
 
