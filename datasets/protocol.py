@@ -25,6 +25,7 @@ import json
 import math
 import os
 import random
+import tempfile
 from collections import defaultdict
 from typing import Iterable, Optional, Sequence
 
@@ -66,6 +67,20 @@ def dataset_root(cfg) -> str:
     return os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
 
 
+def write_json_compact(obj, fpath: str) -> None:
+    """Write ``obj`` as compact JSON, atomically (temporary file in the same folder, then rename)."""
+    dirname = os.path.dirname(os.path.abspath(fpath))
+    fd, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=dirname)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, separators=(",", ":"))
+        os.replace(tmp_path, fpath)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
 # --------------------------------------------------------------------------- split files
 
 
@@ -105,6 +120,11 @@ def read_split(filepath: str, path_prefix: str) -> tuple[list[Datum], list[Datum
         raise ValueError(f"Split file {filepath} is not valid JSON ({exc}); replace it with the original") from None
     if not isinstance(split, dict) or not all(k in split for k in ("train", "val", "test")):
         raise ValueError(f"Split file {filepath} must be a JSON object with keys 'train', 'val' and 'test'")
+    if "_generated_by" in split:
+        print(
+            f"Note: {filepath} was generated locally by tools/make_split.py, not CoOp's published split: "
+            "results are not comparable with published numbers"
+        )
     return tuple(_datums(split[k], path_prefix, filepath, k) for k in ("train", "val", "test"))
 
 

@@ -1,0 +1,42 @@
+"""``SplitFileDataset``: the loader shape shared by the datasets that ship a ``split_zhou_*.json``."""
+from __future__ import annotations
+
+import os
+
+from dassl.data.datasets.base_dataset import DatasetBase
+
+from .protocol import dataset_root, doc_ref, finalize_splits, read_split, require_dir, DatasetNotFoundError
+
+
+class SplitFileDataset(DatasetBase):
+    """Read ``<root>/<dataset_dir>/<split_file>`` with image paths under ``<image_subdir>``.
+
+    Subclasses set ``dataset_dir``, ``image_subdir`` ("" = the dataset folder itself),
+    ``split_file`` and ``anchor`` (their section in DATASETS.md). After construction the instance
+    has upstream's attributes ``dataset_dir``, ``image_dir``, ``split_path`` and
+    ``split_fewshot_dir`` (absolute paths), and ``train_x``/``val``/``test`` after few-shot and
+    base/new (``finalize_splits``).
+    """
+
+    dataset_dir = ""
+    image_subdir = ""
+    split_file = ""
+    anchor = ""
+
+    def __init__(self, cfg) -> None:
+        root = dataset_root(cfg)
+        self.dataset_dir = require_dir(os.path.join(root, self.dataset_dir), self.anchor)
+        self.image_dir = os.path.join(self.dataset_dir, self.image_subdir) if self.image_subdir else self.dataset_dir
+        self.split_path = os.path.join(self.dataset_dir, self.split_file)
+        self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
+        require_dir(self.image_dir, self.anchor, "image folder")
+        if not os.path.isfile(self.split_path):
+            raise DatasetNotFoundError(
+                f"Missing split file: {self.split_path}. Download {self.split_file} from CoOp's DATASETS.md "
+                f"(or generate one explicitly with tools/make_split.py; {doc_ref(self.anchor)})"
+            )
+        train, val, test = read_split(self.split_path, self.image_dir)
+        train, val, test = finalize_splits(
+            cfg, self.dataset_dir, self.image_dir, train, val, test, anchor=self.anchor, source=self.split_path
+        )
+        super().__init__(train_x=train, val=val, test=test)
