@@ -1,0 +1,151 @@
+"""The ``CoOp`` trainer: a learnable text context shared by all classes (or one per class).
+
+Config node ``TRAINER.COOP`` (upstream names and defaults): ``N_CTX`` 16, ``CSC`` False,
+``CTX_INIT`` "" (e.g. "a photo of a": then the context starts as those tokens' embeddings and
+N_CTX is its number of BPE tokens; upstream counted words, which differs for words such as
+"itap"), ``CLASS_TOKEN_POSITION`` end/middle/front, ``PREC`` fp16/fp32/bf16/amp (fp32 on CPU),
+plus ``TRUNCATE_TEXT`` and ``CACHE_TEXT`` (the exact speed-ups of ``trainers/prompted_clip.py``).
+The parameter is ``ctx`` (``[N_CTX, D]``, or ``[n_cls, N_CTX, D]`` with CSC); the registered
+module is ``prompt_learner``, whose checkpoints hold ``ctx`` only.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from yacs.config import CfgNode as CN
+
+import clip
+from dassl.engine import TRAINER_REGISTRY
+from dassl.metrics import compute_accuracy
+
+from .clip_backbone import Precision
+from .prompt_trainer import PromptTrainer
+from .prompted_clip import count_tokens
+from .prompted_model import PromptedCLIP
+
+POSITIONS = ("end", "middle", "front")
+
+
+def add_config(cfg) -> None:
+    """Add the ``TRAINER.COOP`` node (upstream keys plus the two speed-up switches)."""
+    cfg.TRAINER.COOP = CN()
+    node = cfg.TRAINER.COOP
+    node.N_CTX = 16
+    node.CSC = False
+    node.CTX_INIT = ""
+    node.PREC = "fp16"
+    node.CLASS_TOKEN_POSITION = "end"
+    node.TRUNCATE_TEXT = True
+    node.CACHE_TEXT = True
+
+
+class CoOpPromptLearner(nn.Module):
+    """``ctx`` and the layout of "[SOS] ctx class ." per ``CLASS_TOKEN_POSITION``.
+
+    ``assemble(embeddings, name_lens)`` takes the token embeddings ``[C, L, D]`` of the
+    placeholder prompts (``ClassPrompts``) and returns them with the context inserted.
+    """
+
+    def __init__(self, n_ctx: int, ctx_dim: int, n_cls: int, csc: bool, position: str,
+                 init_embeddings: torch.Tensor | None = None):
+        super().__init__()
+        if position not in POSITIONS:
+            raise ValueError(f"TRAINER.COOP.CLASS_TOKEN_POSITION must be one of "
+                             f"{', '.join(POSITIONS)}, got {position!r}")
+        self.n_ctx, self.position = n_ctx, position
+        if init_embeddings is not None:
+            ctx = init_embeddings.detach().float().clone()
+        elif csc:
+            print("Initializing class-specific contexts")
+            ctx = torch.randn(n_cls, n_ctx, ctx_dim) * 0.02
+        else:
+            print("Initializing a generic context")
+            ctx = torch.randn(n_ctx, ctx_dim) * 0.02
+        self.ctx = nn.Parameter(ctx)
+
+    def assemble(self, embeddings: torch.Tensor, name_lens: Sequence[int]) -> torch.Tensor:
+        c = embeddings.shape[0]
+        ctx = self.ctx.to(embeddings.dtype)
+        if ctx.dim() == 2:
+            ctx = ctx.unsqueeze(0).expand(c, -1, -1)
+        prefix, suffix = embeddings[:, :1], embeddings[:, 1 + self.n_ctx:]
+        if self.position == "end":
+            return torch.cat([prefix, ctx, suffix], dim=1)
+        rows = []
+        half = self.n_ctx // 2
+        for i, n in enumerate(name_lens):
+            name, rest = suffix[i:i + 1, :n], suffix[i:i + 1, n:]
+            if self.position == "middle":
+                parts = [prefix[i:i + 1], ctx[i:i + 1, :half], name, ctx[i:i + 1, half:], rest]
+            else:
+                parts = [prefix[i:i + 1], name, ctx[i:i + 1], rest]
+            rows.append(torch.cat(parts, dim=1))
+        return torch.cat(rows, dim=0)
+
+
+class CoOpCLIP(PromptedCLIP):
+    """Frozen CLIP + ``CoOpPromptLearner``; ``forward(images)`` -> logits ``[B, C]``."""
+
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int,
+                 ctx_init: str = "", csc: bool = False, position: str = "end",
+                 precision: Precision | None = None, truncate_text: bool = True,
+                 cache_text: bool = True):
+        init_text = ctx_init.replace("_", " ").strip()
+        init = None
+        if init_text:
+            n_ctx = count_tokens(init_text)
+            tokens = clip.tokenize(init_text,
+                                   context_length=int(clip_model.positional_embedding.shape[0]))
+            weight = clip_model.token_embedding.weight
+            init = weight[tokens[0, 1:1 + n_ctx].to(weight.device)].detach().float()
+            prefix = init_text
+        else:
+            prefix = " ".join(["X"] * n_ctx)
+        print(f'Initial context: "{prefix}"')
+        print(f"Number of context words (tokens): {n_ctx}")
+        learner = CoOpPromptLearner(n_ctx, int(clip_model.ln_final.weight.shape[0]),
+                                    len(classnames), csc and init is None, position, init)
+        super().__init__(clip_model, classnames, learner, prefix, precision,
+                         truncate_text=truncate_text, cache_text=cache_text)
+
+    def encode_class_texts(self, text_prompts=()) -> torch.Tensor:
+        cp = self.class_prompts
+        embeddings = self.prompt_learner.assemble(cp.inputs(self.truncate_text), cp.name_lens)
+        with self.precision.autocast():
+            feats = self.text_encoder(embeddings, cp.eot_index, seq_len=cp.seq_len,
+                                      truncate=self.truncate_text)
+        return F.normalize(feats.float(), dim=-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.prompt_learner.training:
+            text = self.encode_class_texts()
+        else:
+            text = self.cached(self.encode_class_texts)
+        return self.logit_scale * self.image_features(images) @ text.t()
+
+
+@TRAINER_REGISTRY.register()
+class CoOp(PromptTrainer):
+    """Context Optimization (Zhou et al., IJCV 2022)."""
+
+    def build_model(self) -> None:
+        node = self.cfg.TRAINER.COOP
+        clip_model = self.load_backbone("TRAINER.COOP.PREC")
+        print("Building custom CLIP")
+        self.model = CoOpCLIP(clip_model, self.dm.dataset.classnames, node.N_CTX, node.CTX_INIT,
+                              node.CSC, node.CLASS_TOKEN_POSITION, self.precision,
+                              node.TRUNCATE_TEXT, node.CACHE_TEXT)
+        self.register_prompt_learner(self.model.prompt_learner)
+
+    def forward_backward(self, batch) -> dict:
+        image, label = self.parse_batch_train(batch)
+        output = self.model(image)
+        loss = F.cross_entropy(output.float(), label)
+        self.backward_and_update(loss)
+        summary = {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary

@@ -1,0 +1,125 @@
+"""``PromptTrainer``: what every CLIP prompt-learning trainer shares, on Dassl's ``TrainerX``.
+
+* ``load_backbone(prec_key)``: loads ``MODEL.BACKBONE.NAME`` (OpenAI name or file path) to CPU in
+  fp32, checks ``INPUT.SIZE`` against CLIP's input resolution, moves it to ``self.device`` and
+  resolves the precision (``self.precision``).
+* ``register_prompt_learner(module)``: optimizer + scheduler over the prompt learner, registered
+  as ``prompt_learner`` (checkpoints ``<dir>/prompt_learner/model.pth.tar-<epoch>`` hold only its
+  parameters), the ``Number of trainable parameters: N`` log line, optional ``MODEL.INIT_WEIGHTS``,
+  and a gradient scaler when the precision needs one.
+* ``backward_and_update(loss)``: the plain or the scaled update.
+* ``load_model(directory, epoch)``: loads only the prompt parameters (class-dependent entries of
+  older checkpoints, ``token_prefix``/``token_suffix``, are dropped, so prompts trained on one class
+  set are evaluated on another); a checkpoint missing a parameter is an error naming it.
+* ``test()``: clears the model's per-evaluation text-feature cache before and after evaluating.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+from torch import nn
+
+from dassl.engine import TrainerX
+from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils import load_checkpoint, load_pretrained_weights
+
+from .clip_backbone import load_clip_to_cpu, resolve_precision
+
+CLASS_DEPENDENT_KEYS = ("token_prefix", "token_suffix", "tokenized_prompts")
+
+
+def drop_class_dependent(state_dict: dict) -> dict:
+    """``state_dict`` without the class-dependent buffers of upstream checkpoints."""
+    return {k: v for k, v in state_dict.items() if k.split(".")[-1] not in CLASS_DEPENDENT_KEYS}
+
+
+class PromptTrainer(TrainerX):
+    """Base class of the prompt trainers (see the module docstring); not registered itself."""
+
+    model: nn.Module
+    scaler = None
+
+    def load_backbone(self, prec_key: str) -> nn.Module:
+        """fp32 CLIP on ``self.device``; sets ``self.precision`` from ``cfg.<prec_key>``."""
+        cfg = self.cfg
+        name = cfg.MODEL.BACKBONE.NAME
+        print(f"Loading CLIP (backbone: {name})")
+        clip_model = load_clip_to_cpu(name)
+        clip_size = int(clip_model.visual.input_resolution)
+        if tuple(cfg.INPUT.SIZE)[0] != clip_size:
+            raise ValueError(f"cfg_imsize ({cfg.INPUT.SIZE[0]}) must equal to clip_imsize "
+                             f"({clip_size}): set INPUT.SIZE ({clip_size}, {clip_size})")
+        node = cfg.TRAINER
+        for part in prec_key.split(".")[1:]:
+            node = getattr(node, part)
+        self.precision = resolve_precision(node, self.device, key=prec_key)
+        return clip_model.to(self.device)
+
+    def register_prompt_learner(self, module: nn.Module) -> None:
+        """Optimizer, scheduler, registration, parameter log lines, optional init weights."""
+        print("Turning off gradients in both the image and the text encoder")
+        names = sorted(n for n, p in module.named_parameters() if p.requires_grad)
+        n_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        print(f"Parameters to be updated: {names}")
+        print(f"Number of trainable parameters: {n_params:,}")
+        if self.cfg.MODEL.INIT_WEIGHTS:
+            load_pretrained_weights(module, self.cfg.MODEL.INIT_WEIGHTS)
+        self.optim = build_optimizer(module, self.cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
+        self.register_model("prompt_learner", module, self.optim, self.sched)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision.use_grad_scaler else None
+
+    def backward_and_update(self, loss: torch.Tensor) -> None:
+        """One optimizer step on ``loss`` (with gradient scaling when enabled)."""
+        if self.scaler is None:
+            self.model_backward_and_update(loss)
+            return
+        self.detect_anomaly(loss)
+        self.optim.zero_grad()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optim)
+        self.scaler.update()
+
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given")
+            return
+        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        for name in self.get_model_names():
+            model_path = os.path.join(directory, name, model_file)
+            if not os.path.exists(model_path):
+                raise FileNotFoundError(f'Model not found at "{model_path}"')
+            checkpoint = load_checkpoint(model_path)
+            state_dict = drop_class_dependent(checkpoint["state_dict"])
+            stored_epoch = checkpoint.get("epoch")
+            print(f'Loading weights to {name} from "{model_path}" (epoch = {stored_epoch})')
+            module = self._models[name]
+            try:
+                missing, unexpected = module.load_state_dict(state_dict, strict=False)
+            except RuntimeError as e:
+                raise RuntimeError(f"{model_path} does not fit this {self.cfg.TRAINER.NAME} model "
+                                   f"(check the TRAINER.* keys it was trained with): {e}") from None
+            if missing:
+                raise KeyError(f"{model_path} lacks the prompt parameters {missing}; it was not "
+                               f"saved by a {self.cfg.TRAINER.NAME} run with this config (check "
+                               "the TRAINER.* keys it was trained with)")
+            if unexpected:
+                print(f"Ignored entries not used by this model: {sorted(unexpected)}")
+            self.eval_epoch = stored_epoch
+
+    def clear_text_cache(self) -> None:
+        cache = getattr(getattr(self, "model", None), "text_cache", None)
+        if cache is not None:
+            cache.clear()
+
+    def test(self, split: Optional[str] = None) -> float:
+        self.clear_text_cache()
+        try:
+            return super().test(split)
+        finally:
+            self.clear_text_cache()

@@ -1,0 +1,95 @@
+"""``PromptedCLIP``: a frozen CLIP plus a prompt learner, the base of every deep-prompt method.
+
+A prompt learner is any ``nn.Module`` whose ``forward()`` returns ``(text_prompts,
+vision_prompts)``, two lists indexed by layer of ``Tensor[n, D] | None`` (the placement is the
+IVLP/PromptSRC one, see ``prompted_clip``). ``PromptedCLIP`` owns everything else:
+
+* the class-dependent text inputs ``class_prompts`` (``ClassPrompts`` for "<prefix> <class>."),
+  rebuilt for each class set and never saved;
+* the frozen CLIP (``clip_model``), cast for the precision **after** the fp32 work is done
+  (prompt initialization by the caller, zero-shot anchors), kept in eval mode whatever mode the
+  trainer sets (``train()`` is overridden), with ``requires_grad`` off;
+* optional frozen zero-shot text anchors ``text_anchors [C, E]`` (template ensemble, fp32,
+  normalized, non-persistent, computed once per class set through ``zeroshot_features``);
+* ``class_text_features()``: normalized prompted text features ``[C, E]`` (fp32); with autograd
+  off they are computed once and reused until a prompt parameter changes (``TextFeatureCache``);
+* ``image_features(images, prompts)``: normalized image features ``[B, E]`` (fp32);
+* ``logit_scale``: CLIP's frozen ``exp(logit_scale)``.
+
+Switches (plain attributes, for equivalence tests and benchmarks): ``truncate_text`` (run the text
+tower only up to the last end-of-text row) and ``text_cache.enabled``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .clip_backbone import Precision, cast_backbone, freeze, resolve_precision
+from .prompted_clip import ClassPrompts, PromptedImageEncoder, PromptedTextEncoder, TextFeatureCache
+from .zeroshot_features import cached_text_features
+
+
+class PromptedCLIP(nn.Module):
+    """Frozen CLIP + ``prompt_learner`` (see the module docstring).
+
+    ``clip_model`` must be fp32 on the target device; it is frozen and cast for ``precision``
+    here. ``anchor_templates`` (optional) requests zero-shot text anchors for ``classnames``.
+    """
+
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], prompt_learner: nn.Module,
+                 prompt_prefix: str, precision: Precision | None = None,
+                 anchor_templates: Sequence[str] | None = None, truncate_text: bool = True,
+                 cache_text: bool = True):
+        super().__init__()
+        device = clip_model.token_embedding.weight.device
+        self.precision = precision or resolve_precision("fp32", device)
+        freeze(clip_model)
+        self.classnames = list(classnames)
+        self.class_prompts = ClassPrompts(clip_model, classnames, prompt_prefix)
+        anchors = None
+        if anchor_templates:
+            anchors = cached_text_features(clip_model, classnames, anchor_templates).clone()
+        self.register_buffer("text_anchors", anchors, persistent=False)
+        self.clip_model = cast_backbone(clip_model, self.precision, device)
+        self.prompt_learner = prompt_learner.to(device)
+        self.text_encoder = PromptedTextEncoder(self.clip_model)
+        self.image_encoder = PromptedImageEncoder(self.clip_model)
+        self.truncate_text = truncate_text
+        self.text_cache = TextFeatureCache()
+        self.text_cache.enabled = cache_text
+
+    def train(self, mode: bool = True) -> "PromptedCLIP":
+        super().train(mode)
+        self.clip_model.eval()
+        return self
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.clip_model.logit_scale.detach().float().exp()
+
+    def prompt_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters (those of ``prompt_learner``)."""
+        return [p for p in self.prompt_learner.parameters() if p.requires_grad]
+
+    def encode_class_texts(self, text_prompts: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        """Normalized prompted text features ``[C, E]`` (fp32) for the given text prompts."""
+        cp = self.class_prompts
+        with self.precision.autocast():
+            feats = self.text_encoder(cp.inputs(self.truncate_text), cp.eot_index, text_prompts,
+                                      seq_len=cp.seq_len, truncate=self.truncate_text)
+        return F.normalize(feats.float(), dim=-1)
+
+    def image_features(self, images: torch.Tensor,
+                       prompts: Sequence[torch.Tensor | None] = ()) -> torch.Tensor:
+        """Normalized image features ``[B, E]`` (fp32)."""
+        with self.precision.autocast():
+            feats = self.image_encoder(images, prompts)
+        return F.normalize(feats.float(), dim=-1)
+
+    def cached(self, compute) -> torch.Tensor:
+        """``compute()``, reused while autograd is off and no prompt parameter changed."""
+        return self.text_cache.get(self.prompt_parameters(), compute,
+                                   extra=(self.truncate_text, len(self.classnames)))
