@@ -60,3 +60,33 @@ def listdir_nohidden(path: str, sort: bool = False) -> list[str]:
 def tolist_if_not(x: Any) -> list:
     """Wrap ``x`` in a list unless it already is one."""
     return x if isinstance(x, list) else [x]
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed Python's ``random``, NumPy and torch (CPU and every CUDA device) with ``seed``."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+class ImageReadError(OSError):
+    """An image file is missing or cannot be decoded; the message names the file."""
+
+
+def read_image(path: str):
+    """Open ``path`` as an RGB ``PIL.Image``; raise :class:`ImageReadError` naming the file otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise ImageReadError(f'Image file not found: "{path}" (check DATASET.ROOT and the dataset layout)')
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageReadError(f'Cannot decode image "{path}": {exc}') from exc

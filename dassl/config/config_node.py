@@ -1,0 +1,102 @@
+"""A yacs ``CfgNode`` whose merge errors name the offending key and its source (file or opts).
+
+Semantics follow yacs: string values go through ``ast.literal_eval`` when they parse, a value
+must keep the type of the default (list and tuple convert into each other, ``None`` on either side
+is accepted) and unknown keys are refused. Nested nodes are matched with ``isinstance``, so a node
+that a trainer adds with a plain ``yacs.config.CfgNode`` merges like any other.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable
+
+import yaml
+from yacs.config import CfgNode as _YacsCfgNode
+
+_VALID_TYPES = (tuple, list, str, int, float, bool, type(None))
+
+
+class ConfigError(KeyError):
+    """Bad config input: an unknown key, a wrong type or an odd opts list. Names key and source."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _coerce(value: Any, original: Any, full_key: str, source: str) -> Any:
+    """Return ``value`` converted to the type of ``original`` as yacs allows, else raise."""
+    if type(value) is type(original):
+        return value
+    if value is None or original is None:
+        if isinstance(value, _VALID_TYPES) and isinstance(original, _VALID_TYPES):
+            return value
+    if isinstance(value, (list, tuple)) and isinstance(original, (list, tuple)):
+        return type(original)(value)
+    raise ConfigError(
+        f"Type mismatch for config key {full_key} in {source}: the default {original!r} is "
+        f"{type(original).__name__} but got {value!r} ({type(value).__name__}); "
+        f"write the value as a {type(original).__name__}"
+    )
+
+
+class CfgNode(_YacsCfgNode):
+    """Dassl's config node (yacs) with errors that say which key and which file are wrong."""
+
+    def merge_from_file(self, cfg_filename: str) -> None:
+        """Merge a YAML file; unknown keys raise :class:`ConfigError` naming key and file."""
+        if not os.path.isfile(cfg_filename):
+            raise FileNotFoundError(f"Config file not found: {cfg_filename}")
+        with open(cfg_filename, "r") as f:
+            try:
+                content = yaml.safe_load(f)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"Cannot parse config file {cfg_filename}: {exc}") from None
+        if content is None:
+            return
+        if not isinstance(content, dict):
+            raise ConfigError(f"Config file {cfg_filename} must hold a mapping of keys, got {type(content).__name__}")
+        self._merge_mapping(content, [], f"config file {cfg_filename}")
+
+    def merge_from_other_cfg(self, cfg_other: _YacsCfgNode) -> None:
+        """Merge another config node into this one."""
+        self._merge_mapping(cfg_other, [], "the merged config")
+
+    def merge_from_list(self, cfg_list: Iterable[Any]) -> None:
+        """Merge ``[KEY, VALUE, KEY, VALUE, ...]`` pairs, as given after the flags of train.py."""
+        cfg_list = list(cfg_list)
+        source = "the command-line opts"
+        if len(cfg_list) % 2 != 0:
+            raise ConfigError(
+                f"Override list has odd length in {source}: {cfg_list}; it must be KEY VALUE pairs"
+            )
+        for full_key, raw in zip(cfg_list[0::2], cfg_list[1::2]):
+            node: _YacsCfgNode = self
+            parts = str(full_key).split(".")
+            for depth, part in enumerate(parts):
+                if not isinstance(node, _YacsCfgNode) or part not in node:
+                    raise ConfigError(f"Non-existent config key: {full_key} (in {source})")
+                if depth < len(parts) - 1:
+                    node = node[part]
+            value = self._decode_cfg_value(raw)
+            value = _coerce(value, node[parts[-1]], full_key, source)
+            node[parts[-1]] = value
+
+    def _merge_mapping(self, mapping: Any, key_list: list[str], source: str, target: Any = None) -> None:
+        target = self if target is None else target
+        for key, raw in mapping.items():
+            full_key = ".".join(key_list + [str(key)])
+            if key not in target:
+                if target.is_new_allowed():
+                    target[key] = self._decode_cfg_value(raw)
+                    continue
+                raise ConfigError(f"Non-existent config key: {full_key} (in {source})")
+            original = target[key]
+            if isinstance(original, _YacsCfgNode):
+                if not isinstance(raw, dict):
+                    raise ConfigError(
+                        f"Config key {full_key} in {source} is a group of keys; got the value {raw!r}"
+                    )
+                self._merge_mapping(raw, key_list + [str(key)], source, original)
+                continue
+            value = self._decode_cfg_value(raw)
+            target[key] = _coerce(value, original, full_key, source)

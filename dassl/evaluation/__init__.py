@@ -1,0 +1,3 @@
+"""Evaluators (``Classification``) and ``build_evaluator``."""
+from .build import build_evaluator
+from .evaluator import EVALUATOR_REGISTRY, Classification, EvaluatorBase

@@ -1,0 +1,195 @@
+"""Checkpoint helpers with Dassl's names and layout, readable with ``torch.load(weights_only=True)``.
+
+Layout written by :func:`save_checkpoint` into ``save_dir`` (one folder per registered model)::
+
+    model.pth.tar-<epoch>   a dict: state_dict, epoch, optimizer, scheduler, val_result, rng_state
+    model-best.pth.tar      the same, for the best validation result
+    checkpoint              one line: the basename of the latest ``model.pth.tar-<epoch>``
+
+Every value is a tensor or a plain Python value. Files are written to a temporary file in the same
+folder and renamed, so an interrupted save never leaves a truncated checkpoint behind.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import shutil
+import tempfile
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .tools import mkdir_if_missing
+
+TRUSTED_ENV = "DASSL_TRUSTED_CHECKPOINTS"
+POINTER_FILE = "checkpoint"
+BEST_NAME = "model-best.pth.tar"
+
+
+class LegacyCheckpointError(RuntimeError):
+    """A checkpoint holds pickled Python objects and was not declared trusted."""
+
+
+def _atomic_write(fpath: str, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``fpath``, then rename it to ``fpath``."""
+    dirname = os.path.dirname(os.path.abspath(fpath))
+    fd, tmp_path = tempfile.mkstemp(prefix=os.path.basename(fpath) + ".", suffix=".tmp", dir=dirname)
+    os.close(fd)
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, fpath)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def _strip_module_prefix(state_dict: dict) -> "OrderedDict[str, Any]":
+    return OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in state_dict.items())
+
+
+def save_checkpoint(
+    state: dict,
+    save_dir: str,
+    is_best: bool = False,
+    remove_module_from_keys: bool = True,
+    model_name: str = "",
+) -> str:
+    """Save ``state`` as ``save_dir/<model_name or model.pth.tar-<state['epoch']>>``; return the path.
+
+    Prints ``Checkpoint saved to <path>``. A regular (epoch) checkpoint also rewrites the
+    ``checkpoint`` pointer file; ``is_best`` additionally copies it to ``model-best.pth.tar``.
+    """
+    mkdir_if_missing(save_dir)
+    state = dict(state)
+    if remove_module_from_keys and "state_dict" in state:
+        state["state_dict"] = _strip_module_prefix(state["state_dict"])
+    fname = model_name or f"model.pth.tar-{state['epoch']}"
+    fpath = os.path.join(save_dir, fname)
+    _atomic_write(fpath, lambda tmp: torch.save(state, tmp))
+    print(f"Checkpoint saved to {fpath}")
+    if fname != BEST_NAME:
+        _atomic_write(os.path.join(save_dir, POINTER_FILE), lambda tmp: _write_text(tmp, fname + "\n"))
+    if is_best and fname != BEST_NAME:
+        best_path = os.path.join(save_dir, BEST_NAME)
+        _atomic_write(best_path, lambda tmp: shutil.copyfile(fpath, tmp))
+        print(f'Best checkpoint saved to "{best_path}"')
+    return fpath
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def load_checkpoint(fpath: str, trusted: Optional[bool] = None) -> dict:
+    """Load a checkpoint on the CPU with ``weights_only=True``.
+
+    Checkpoints written by upstream Dassl pickle the scheduler object and cannot be read that way;
+    they raise :class:`LegacyCheckpointError` unless ``trusted=True`` (or the environment variable
+    ``DASSL_TRUSTED_CHECKPOINTS=1``), which unpickles them with ``weights_only=False`` — only do that
+    for files from a source you trust, since unpickling can run arbitrary code.
+    """
+    if fpath is None:
+        raise ValueError("File path is None")
+    if not os.path.exists(fpath):
+        raise FileNotFoundError(f'File is not found at "{fpath}"')
+    if trusted is None:
+        trusted = os.environ.get(TRUSTED_ENV, "") not in ("", "0")
+    try:
+        return torch.load(fpath, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trusted:
+            raise LegacyCheckpointError(
+                f'Checkpoint "{fpath}" contains pickled Python objects (for example an LR scheduler saved '
+                "by upstream Dassl), so it cannot be loaded safely with weights_only=True. If you trust "
+                f"this file, load it with load_checkpoint(path, trusted=True) or set {TRUSTED_ENV}=1. "
+                f"Original error: {str(exc).splitlines()[0]}"
+            ) from exc
+    print(f'Loading trusted legacy checkpoint "{fpath}" with weights_only=False')
+    return torch.load(fpath, map_location="cpu", weights_only=False)
+
+
+def capture_rng_state() -> dict:
+    """The Python, NumPy and torch RNG states as tensors and plain values (weights_only-safe)."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
+    state = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    py_version, py_state, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_state), py_gauss))
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = state["numpy"]
+    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, scheduler=None) -> int:
+    """Resume ``model`` (and optimizer, scheduler, RNG state) from the file named in ``fdir/checkpoint``.
+
+    Returns the number of completed epochs stored in the checkpoint.
+    """
+    with open(os.path.join(fdir, POINTER_FILE), "r") as f:
+        fpath = os.path.join(fdir, f.readline().strip("\n"))
+    print(f'Loading checkpoint from "{fpath}"')
+    checkpoint = load_checkpoint(fpath)
+    model.load_state_dict(checkpoint["state_dict"])
+    print("Loaded model weights")
+    if optimizer is not None and checkpoint.get("optimizer") is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        print("Loaded optimizer")
+    if scheduler is not None and checkpoint.get("scheduler") is not None:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        print("Loaded scheduler")
+    if checkpoint.get("rng_state") is not None:
+        restore_rng_state(checkpoint["rng_state"])
+    start_epoch = int(checkpoint["epoch"])
+    print(f"Previous epoch: {start_epoch}")
+    return start_epoch
+
+
+def load_pretrained_weights(model: nn.Module, weight_path: str) -> None:
+    """Copy the entries of a checkpoint whose names and shapes match ``model``'s; report the rest."""
+    checkpoint = load_checkpoint(weight_path)
+    state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    model_dict = model.state_dict()
+    matched, discarded = OrderedDict(), []
+    for key, value in _strip_module_prefix(state_dict).items():
+        if key in model_dict and model_dict[key].size() == value.size():
+            matched[key] = value
+        else:
+            discarded.append(key)
+    model_dict.update(matched)
+    model.load_state_dict(model_dict)
+    if not matched:
+        import warnings
+
+        warnings.warn(f"Cannot load {weight_path} (check the key names manually)")
+        return
+    print(f"Successfully loaded pretrained weights from {weight_path}")
+    if discarded:
+        print(f"Layers discarded due to unmatched keys or size: {discarded}")
+
+
+def count_num_param(model: Optional[nn.Module] = None, params: Optional[Iterable[torch.Tensor]] = None) -> int:
+    """Total number of elements of ``model``'s parameters (trainable or not) or of ``params``."""
+    if model is not None:
+        return sum(p.numel() for p in model.parameters())
+    if params is not None:
+        return sum(p.numel() for p in params)
+    raise ValueError("model and params must not both be None")

@@ -1,0 +1,229 @@
+"""End to end through train.py's main(): a toy trainer written only against the Dassl API."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+import train
+from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
+from dassl.engine import TRAINER_REGISTRY, TrainerX
+from dassl.metrics import compute_accuracy
+from dassl.optim import build_lr_scheduler, build_optimizer
+
+CLASSNAMES = ["red", "green", "blue"]
+COLORS = [(140, 110, 110), (110, 140, 110), (110, 110, 140)]
+CRASH_AFTER_EPOCH: list[int] = []  # set by a test to simulate a run killed after that epoch
+
+
+@DATASET_REGISTRY.register()
+class ToyColorsTrainCli(DatasetBase):
+    """Three colour classes of 8x8 PNGs under ``DATASET.ROOT/<split>/<class>/``."""
+
+    def __init__(self, cfg) -> None:
+        root = cfg.DATASET.ROOT
+        splits = {}
+        for split in ("train", "val", "test"):
+            items = []
+            for label, cname in enumerate(CLASSNAMES):
+                folder = os.path.join(root, split, cname)
+                for fname in sorted(os.listdir(folder)):
+                    items.append(Datum(impath=os.path.join(folder, fname), label=label, classname=cname))
+            splits[split] = items
+        train_x = self.generate_fewshot_dataset(splits["train"], num_shots=cfg.DATASET.NUM_SHOTS)
+        super().__init__(train_x=train_x, val=splits["val"], test=splits["test"])
+
+
+class TinyNet(nn.Module):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(3 * 8 * 8, 16)
+        self.fc2 = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
+@TRAINER_REGISTRY.register()
+class ToyDasslTrainer(TrainerX):
+    """Written as CoOp's trainer is: register_model, update_lr on the last batch, (img, label)."""
+
+    def build_model(self) -> None:
+        self.model = TinyNet(len(self.dm.dataset.classnames)).to(self.device)
+        self.optim = build_optimizer(self.model, self.cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
+        self.register_model("model", self.model, self.optim, self.sched)
+
+    def forward_backward(self, batch) -> dict:
+        image, label = self.parse_batch_train(batch)
+        output = self.model(image)
+        loss = F.cross_entropy(output, label)
+        self.model_backward_and_update(loss)
+        summary = {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def after_epoch(self) -> None:
+        super().after_epoch()
+        if CRASH_AFTER_EPOCH and self.epoch + 1 == CRASH_AFTER_EPOCH[0]:
+            raise KeyboardInterrupt(f"simulated kill after epoch {self.epoch + 1}")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("toy_colors")
+    counts = {"train": 8, "val": 2, "test": 5}
+    gen = torch.Generator().manual_seed(0)
+    for split, n in counts.items():
+        for cname, color in zip(CLASSNAMES, COLORS):
+            folder = root / split / cname
+            folder.mkdir(parents=True)
+            for i in range(n):
+                noise = torch.randint(-110, 111, (8, 8, 3), generator=gen)
+                pixels = (torch.tensor(color).view(1, 1, 3) + noise).clamp(0, 255).to(torch.uint8)
+                Image.fromarray(pixels.numpy()).save(folder / f"{i:03d}.png")
+    return str(root)
+
+
+@pytest.fixture
+def trainer_yaml(tmp_path) -> str:
+    path = tmp_path / "toy.yaml"
+    path.write_text(
+        "DATALOADER:\n  NUM_WORKERS: 0\n  TRAIN_X:\n    BATCH_SIZE: 4\n  TEST:\n    BATCH_SIZE: 8\n"
+        "INPUT:\n  SIZE: (8, 8)\n  TRANSFORMS: ['random_flip', 'normalize']\n"
+        "OPTIM:\n  NAME: 'sgd'\n  LR: 0.01\n  MAX_EPOCH: 4\n  LR_SCHEDULER: 'cosine'\n"
+        "  WARMUP_EPOCH: 1\n  WARMUP_TYPE: 'constant'\n  WARMUP_CONS_LR: 1e-5\n"
+        "TRAIN:\n  PRINT_FREQ: 10\n"
+    )
+    return str(path)
+
+
+def run(argv: list[str]):
+    return train.main(train.build_parser().parse_args(argv))
+
+
+def base_argv(data_root: str, yaml_path: str, out: str, *extra: str) -> list[str]:
+    return [
+        "--root", data_root, "--trainer", "ToyDasslTrainer", "--config-file", yaml_path,
+        "--output-dir", out, "--seed", "1", *extra,
+        "DATASET.NAME", "ToyColorsTrainCli", "USE_CUDA", "False",
+    ]
+
+
+LINE_RE = re.compile(
+    r"^epoch \[(\d+)/(\d+)\] batch \[(\d+)/(\d+)\] time \d+\.\d{3} \(\d+\.\d{3}\) data \d+\.\d{3} \(\d+\.\d{3}\) "
+    r"loss \d+\.\d{4} \(\d+\.\d{4}\) acc \d+\.\d{4} \(\d+\.\d{4}\) lr (\d\.\d{4}e[+-]\d\d) eta \d+:\d\d:\d\d$"
+)
+
+
+def iteration_lines(text: str) -> list[re.Match]:
+    return [m for m in map(LINE_RE.match, text.splitlines()) if m]
+
+
+def test_train_writes_upstream_log_checkpoints_and_results(data_root, trainer_yaml, tmp_path):
+    out = str(tmp_path / "run")
+    trainer = run(base_argv(data_root, trainer_yaml, out))
+    log = open(os.path.join(out, "log.txt")).read()
+
+    ordered = [
+        "** Arguments **", "** Config **", "Collecting env info ...", "** System info **",
+        "Loading trainer: ToyDasslTrainer", "Loading dataset: ToyColorsTrainCli",
+        "Loading evaluator: Classification", "No checkpoint found, train from scratch",
+        f"Checkpoint saved to {os.path.join(out, 'model', 'model.pth.tar-4')}",
+        "Finish training", "Deploy the last-epoch model", "Evaluate on the *test* set", "=> result",
+        "* total: 15", "Elapsed: 0:00:",
+    ]
+    positions = [log.find(s) for s in ordered]
+    assert all(p >= 0 for p in positions), [s for s, p in zip(ordered, positions) if p < 0]
+    assert positions == sorted(positions)
+    assert "Dataset    ToyColorsTrainCli" in log and "# train_x  24" in log and "# val      6" in log
+
+    # 24 images / batch 4 = 6 batches < PRINT_FREQ 10: every batch of the 4 epochs is printed.
+    lines = iteration_lines(log)
+    assert [(int(m[1]), int(m[3])) for m in lines] == [(e, b) for e in range(1, 5) for b in range(1, 7)]
+    assert all(m[2] == "4" and m[4] == "6" for m in lines)
+    first_batch_lr = [float(m[5]) for m in lines if m[3] == "1"]
+    assert first_batch_lr == pytest.approx([1e-5, 0.01, 0.01 * (1 + 0.7071067811865476) / 2, 0.005], rel=1e-3)
+
+    acc_line = re.search(r"^\* accuracy: (\d+\.\d)%$", log, re.M)
+    assert acc_line and re.search(r"^\* error: \d+\.\d%$", log, re.M) and re.search(r"^\* macro_f1: \d+\.\d%$", log, re.M)
+
+    model_dir = os.path.join(out, "model")
+    assert sorted(os.listdir(model_dir)) == ["checkpoint", "model.pth.tar-4"]
+    assert open(os.path.join(model_dir, "checkpoint")).read() == "model.pth.tar-4\n"
+    ckpt = torch.load(os.path.join(model_dir, "model.pth.tar-4"), weights_only=True)
+    assert ckpt["epoch"] == 4 and ckpt["val_result"] is None
+    assert set(ckpt["state_dict"]) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    assert ckpt["scheduler"]["last_epoch"] == 4
+
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results["split"] == "test" and results["total"] == 15 and results["num_classes"] == 3
+    assert results["trainer"] == "ToyDasslTrainer" and results["dataset"] == "ToyColorsTrainCli"
+    assert results["seed"] == 1 and results["epoch"] == 4 and results["subsample_classes"] == "all"
+    assert results["num_trainable_params"] == 3 * 64 * 16 + 16 + 16 * 3 + 3
+    assert results["correct"] == round(results["accuracy"] * 15 / 100)
+    assert f"{results['accuracy']:.1f}" == acc_line[1]
+    assert results["error_rate"] == pytest.approx(100 - results["accuracy"])
+
+    eval_out = str(tmp_path / "eval")
+    evaluator = run(base_argv(data_root, trainer_yaml, eval_out, "--eval-only", "--model-dir", out, "--load-epoch", "4"))
+    eval_results = json.load(open(os.path.join(eval_out, "results.json")))
+    assert eval_results["accuracy"] == results["accuracy"]
+    assert eval_results["correct"] == results["correct"] and eval_results["epoch"] == 4
+    eval_log = open(os.path.join(eval_out, "log.txt")).read()
+    assert f'Loading weights to model from "{os.path.join(out, "model", "model.pth.tar-4")}" (epoch = 4)' in eval_log
+    assert "Finish training" not in eval_log
+    for name, param in trainer.model.state_dict().items():
+        assert torch.equal(param, evaluator.model.state_dict()[name])
+
+
+def lr_history(out: str) -> list[tuple[int, int, float]]:
+    text = ""
+    for name in sorted(os.listdir(out), key=lambda n: (n != "log.txt", n)):
+        if name.startswith("log.txt"):
+            text += open(os.path.join(out, name)).read()
+    return [(int(m[1]), int(m[3]), float(m[5])) for m in iteration_lines(text)]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_identical_weights_and_lr(data_root, trainer_yaml, tmp_path, monkeypatch):
+    full = str(tmp_path / "full")
+    run(base_argv(data_root, trainer_yaml, full, "TRAIN.CHECKPOINT_FREQ", "1"))
+
+    resumed = str(tmp_path / "resumed")
+    monkeypatch.setattr(__import__(__name__), "CRASH_AFTER_EPOCH", [2], raising=False)
+    CRASH_AFTER_EPOCH.append(2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(base_argv(data_root, trainer_yaml, resumed, "TRAIN.CHECKPOINT_FREQ", "1"))
+    finally:
+        CRASH_AFTER_EPOCH.clear()
+    assert sorted(os.listdir(os.path.join(resumed, "model"))) == ["checkpoint", "model.pth.tar-1", "model.pth.tar-2"]
+    run(base_argv(data_root, trainer_yaml, resumed, "TRAIN.CHECKPOINT_FREQ", "1"))
+
+    second_log = [n for n in os.listdir(resumed) if n.startswith("log.txt-")]
+    assert len(second_log) == 1
+    assert "Previous epoch: 2" in open(os.path.join(resumed, second_log[0])).read()
+    assert lr_history(resumed) == lr_history(full)
+    assert len(lr_history(full)) == 24
+
+    a = torch.load(os.path.join(full, "model", "model.pth.tar-4"), weights_only=True)
+    b = torch.load(os.path.join(resumed, "model", "model.pth.tar-4"), weights_only=True)
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert a["scheduler"] == b["scheduler"]
+    for key, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][key]["momentum_buffer"])
+    ra = json.load(open(os.path.join(full, "results.json")))
+    rb = json.load(open(os.path.join(resumed, "results.json")))
+    assert ra["accuracy"] == rb["accuracy"]
