@@ -467,12 +467,19 @@ def build_model(state_dict: Mapping[str, torch.Tensor]) -> CLIP:
     OpenAI's ``build_model``, which returns fp16; call ``convert_weights(model)`` for that).
     """
     state_dict = {k: v for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
-    model = CLIP(**config_from_state_dict(state_dict))
-    # TorchScript archives also store non-persistent buffers (the causal masks): skip them.
+    # Allocate without the random initialisation (every persistent tensor is overwritten by the
+    # strict load below), then rebuild the only non-persistent buffers, the causal masks.
+    with torch.device("meta"):
+        model = CLIP(**config_from_state_dict(state_dict))
+    model = model.to_empty(device="cpu")
+    mask = model.build_attention_mask()
+    for block in model.transformer.resblocks:
+        block.attn_mask = mask
+    # TorchScript archives also store the non-persistent masks: skip them.
     persistent = model.state_dict().keys()
-    transient = {name for name, _ in model.named_buffers()} - persistent
+    transient = {name for name, _ in model.named_buffers(remove_duplicate=False)} - persistent
     model.load_state_dict({k: v for k, v in state_dict.items() if k not in transient}, strict=True)
-    return model.float().eval()
+    return model.eval()
 
 
 def build_model_from_config(name_or_config: str | Mapping, **overrides) -> CLIP:
