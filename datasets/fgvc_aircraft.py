@@ -26,6 +26,7 @@ class FGVCAircraft(DatasetBase):
     """FGVC-Aircraft, 100 variants, official train/val/test (DATASETS.md#fgvcaircraft)."""
 
     dataset_dir = "fgvc_aircraft"
+    anchor = ANCHOR
 
     def __init__(self, cfg) -> None:
         root = dataset_root(cfg)

@@ -87,6 +87,7 @@ class ImageNet(DatasetBase):
     """ImageNet-1k: train from ``images/train``, val = test = ``images/val`` (DATASETS.md#imagenet)."""
 
     dataset_dir = "imagenet"
+    anchor = ANCHOR
 
     def __init__(self, cfg) -> None:
         root = dataset_root(cfg)

@@ -299,3 +299,27 @@ def test_only_the_fewshot_cache_is_written(tmp_path):
     build_dataset(make_cfg(root, "OxfordPets", shots=1, seed=3))
     assert sorted(set(snapshot(str(root))) - set(before)) == [os.path.join("oxford_pets", "split_fewshot",
                                                                            "shot_1-seed_3.json")]
+
+
+# ------------------------------------------------------------------ registry, configs, docs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {
+    "caltech101": "Caltech101", "dtd": "DescribableTextures", "eurosat": "EuroSAT", "fgvc_aircraft": "FGVCAircraft",
+    "food101": "Food101", "imagenet": "ImageNet", "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR",
+    "imagenet_sketch": "ImageNetSketch", "imagenetv2": "ImageNetV2", "oxford_flowers": "OxfordFlowers",
+    "oxford_pets": "OxfordPets", "stanford_cars": "StanfordCars", "sun397": "SUN397", "ucf101": "UCF101",
+}
+
+
+@pytest.mark.parametrize("config, name", sorted(CONFIGS.items()))
+def test_dataset_configs_name_registered_loaders(config, name):
+    from dassl.data.datasets.build import DATASET_REGISTRY
+
+    with open(os.path.join(REPO, "configs", "datasets", f"{config}.yaml")) as f:
+        cfg = CN.load_cfg(f)
+    assert cfg.DATASET.NAME == name and name in DATASET_REGISTRY.registered_names()
+    anchor = getattr(DATASET_REGISTRY.get(name), "anchor", None) or name.lower()
+    with open(os.path.join(REPO, "DATASETS.md")) as f:
+        headings = [line[3:].strip().lower() for line in f if line.startswith("## ")]
+    assert anchor in headings  # the section that error messages cite exists
