@@ -289,8 +289,7 @@ def split_digest(image_dir: str, **splits: Optional[Sequence[Datum]]) -> str:
         if items is None:
             continue
         h.update(f"[{name}:{len(items)}]".encode())
-        for item in items:
-            h.update(f"{_relpath(item.impath, image_dir)}\t{item.label}\n".encode())
+        h.update("".join(f"{_relpath(item.impath, image_dir)}\t{item.label}\n" for item in items).encode())
     return h.hexdigest()
 
 
@@ -354,9 +353,9 @@ def generate_fewshot_cached(
     }
     path = fewshot_cache_path(dataset_dir, num_shots, seed)
     if seed >= 0 and os.path.exists(path):
-        print(f"Loading preprocessed few-shot data from {path}")
         cached = _read_cache(path, key, image_dir, sources)
         if cached is not None:
+            print(f"Loading preprocessed few-shot data from {path}")
             return cached["train"], cached.get("val")
 
     rng = random.Random(seed) if seed >= 0 else random.Random()

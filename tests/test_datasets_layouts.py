@@ -323,3 +323,9 @@ def test_dataset_configs_name_registered_loaders(config, name):
     with open(os.path.join(REPO, "DATASETS.md")) as f:
         headings = [line[3:].strip().lower() for line in f if line.startswith("## ")]
     assert anchor in headings  # the section that error messages cite exists
+
+
+def test_missing_image_folder(tmp_path):
+    os.makedirs(tmp_path / "eurosat")
+    with pytest.raises(DatasetNotFoundError, match=r"Missing image folder: .*eurosat/2750 \(see DATASETS.md#eurosat\)"):
+        build_dataset(make_cfg(tmp_path, "EuroSAT"))

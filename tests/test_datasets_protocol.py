@@ -234,3 +234,16 @@ def test_read_and_split_data_is_sorted_and_seeded(tmp_path, capsys):
     assert [paths(x) for x in a] == [paths(x) for x in b]
     assert [len(x) for x in a] == [15, 6, 9]
     assert {it.label: it.classname for it in a[0]} == {0: "c0", 1: "Class One", 2: "c2"}
+
+
+def test_unwritable_cache_location_is_reported_not_fatal(data, monkeypatch, capsys):
+    dataset_dir, image_dir, items = data
+
+    def read_only(obj, fpath):
+        raise PermissionError(13, "Permission denied", fpath)
+
+    monkeypatch.setattr(protocol, "write_json", read_only)
+    train, val = protocol.generate_fewshot_cached(items, items, 2, 1, dataset_dir, image_dir)
+    out = capsys.readouterr().out
+    assert "Could not write few-shot cache" in out and "continuing without it" in out and "Saving" not in out
+    assert len(train) == 10 and len(val) == 10
