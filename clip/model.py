@@ -463,8 +463,9 @@ def build_model(state_dict: Mapping[str, torch.Tensor]) -> CLIP:
 
     The non-parameter entries of OpenAI's archives (``input_resolution``, ``context_length``,
     ``vocab_size``) and stored copies of the causal masks (non-persistent buffers, which
-    TorchScript archives of this implementation hold) are ignored. Returns the model in eval mode, on CPU, in **fp32** (unlike
-    OpenAI's ``build_model``, which returns fp16; call ``convert_weights(model)`` for that).
+    TorchScript archives of this implementation hold) are ignored. Returns the model in eval
+    mode, on CPU, in **fp32** (unlike OpenAI's ``build_model``, which returns fp16; call
+    ``convert_weights(model)`` for that).
     """
     state_dict = {k: v for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
     # Allocate without the random initialisation (every persistent tensor is overwritten by the

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import socket
 import threading
 
 import torch
@@ -33,6 +34,13 @@ def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
             m.bias.data = 0.1 * torch.randn(n, generator=g)
             m.running_mean.data = 0.1 * torch.randn(n, generator=g)
             m.running_var.data = 0.5 + torch.rand(n, generator=g)
+
+
+def unused_port() -> int:
+    """A local TCP port that nothing listens on (connections to it are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def sha256(data: bytes) -> str:

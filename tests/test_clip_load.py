@@ -11,7 +11,8 @@ from PIL import Image
 
 import clip
 from clip import clip as clip_module
-from tests.clip_helpers import TINY_RESNET, TINY_VIT, FileServer, randomize_batchnorm, sha256, tiny_model
+from tests.clip_helpers import (TINY_RESNET, TINY_VIT, FileServer, randomize_batchnorm, tiny_model,
+                                unused_port)
 
 MARKER = "clip_test_pickle_was_executed"
 
@@ -171,9 +172,9 @@ def test_download_verifies_caches_and_reuses(tmp_path, server):
     assert pathlib.Path(path).read_bytes() == data
     assert len(server.requests) == 1
     assert os.listdir(tmp_path / "cache") == ["Model-A.pt"]
-    # cached with the right hash: no request at all; works offline (nothing listens on port 9)
+    # cached with the right hash: no request at all, and it works offline
     assert clip_module._download(url, root=str(tmp_path / "cache")) == path
-    offline_url = url.replace(server.base, "http://127.0.0.1:9")
+    offline_url = url.replace(server.base, f"http://127.0.0.1:{unused_port()}")
     assert clip_module._download(offline_url, root=str(tmp_path / "cache")) == path
     assert len(server.requests) == 1
 
@@ -228,7 +229,7 @@ def test_cached_file_with_wrong_hash_offline_gives_advice(tmp_path, server):
     root = tmp_path / "cache"
     root.mkdir()
     (root / "Model-E.pt").write_bytes(b"corrupted")
-    offline_url = url.replace(server.base, "http://127.0.0.1:9")   # nothing listens there
+    offline_url = url.replace(server.base, f"http://127.0.0.1:{unused_port()}")
     with pytest.warns(UserWarning), pytest.raises(RuntimeError) as info:
         clip_module._download(offline_url, root=str(root))
     message = str(info.value)

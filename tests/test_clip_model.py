@@ -9,7 +9,7 @@ import clip
 from clip.model import (CLIP, MODEL_CONFIGS, LayerNorm, ModifiedResNet, Transformer,
                         VisionTransformer, build_model, build_model_from_config,
                         config_from_state_dict, convert_weights)
-from tests.clip_helpers import TINY_RESNET, TINY_VIT, randomize_batchnorm, tiny_model
+from tests.clip_helpers import TINY_RESNET, randomize_batchnorm, tiny_model
 
 open_clip = pytest.importorskip("open_clip")
 
@@ -277,4 +277,3 @@ def test_package_exports():
     assert {"available_models", "load", "tokenize", "build_model"} <= set(clip.__all__)
     assert clip.model.CLIP is CLIP
     assert clip.simple_tokenizer.SimpleTokenizer
-    assert set(TINY_VIT) == set(MODEL_CONFIGS["RN50"])
