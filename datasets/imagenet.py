@@ -37,12 +37,15 @@ def read_classnames(dataset_dir: str, root: str, anchor: str) -> "OrderedDict[st
     Looks in ``dataset_dir`` first, then in ``<root>/imagenet/``; raises ``DatasetNotFoundError``
     naming both places when neither has it.
     """
-    candidates = [os.path.join(dataset_dir, "classnames.txt"), os.path.join(root, "imagenet", "classnames.txt")]
+    candidates = [os.path.join(dataset_dir, "classnames.txt")]
+    shared = os.path.join(root, "imagenet", "classnames.txt")
+    if shared != candidates[0]:
+        candidates.append(shared)
     path = next((p for p in candidates if os.path.isfile(p)), None)
     if path is None:
         raise DatasetNotFoundError(
-            f"Missing classnames.txt: put the ImageNet class-name file (CoOp's imagenet/classnames.txt, lines "
-            f"'<wnid> <class name>') at {candidates[0]} or {candidates[1]} ({doc_ref(anchor)})"
+            "Missing classnames.txt: get the ImageNet class-name file (lines '<wnid> <class name>', linked in "
+            f"CoOp's DATASETS.md) and put it at {' or '.join(candidates)} ({doc_ref(anchor)})"
         )
     classnames: "OrderedDict[str, str]" = OrderedDict()
     with open(path, "r") as f:
