@@ -12,6 +12,7 @@ after the end signal (``Finish training``, or ``=> result`` with ``--test-log``)
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -19,11 +20,19 @@ from typing import Any, Optional, Sequence
 
 from tabulate import tabulate
 
-from dassl.utils import listdir_nohidden, read_json
-
 TRAIN_END_SIGNAL = "Finish training"
 TEST_END_SIGNAL = "=> result"
 JSON_KEYS = {"accuracy": "accuracy", "error": "error_rate", "error_rate": "error_rate", "macro_f1": "macro_f1"}
+
+
+def listdir_nohidden(path: str) -> list[str]:
+    """Entries of ``path`` not starting with a dot (kept free of torch so this script starts fast)."""
+    return [name for name in os.listdir(path) if not name.startswith(".")]
+
+
+def read_json(fpath: str) -> Any:
+    with open(fpath, "r") as f:
+        return json.load(f)
 
 
 def log_files(run_dir: str) -> list[str]:
@@ -55,7 +64,10 @@ def parse_run(run_dir: str, keyword: str = "accuracy", test_log: bool = False) -
     json_path = os.path.join(run_dir, "results.json")
     json_key = JSON_KEYS.get(keyword, keyword)
     if os.path.isfile(json_path):
-        record = read_json(json_path)
+        try:
+            record = read_json(json_path)
+        except (OSError, ValueError):
+            record = None
         if isinstance(record, dict) and isinstance(record.get(json_key), (int, float)):
             out = dict(record)
             out[keyword] = float(record[json_key])

@@ -227,3 +227,46 @@ def test_killed_run_resumes_to_identical_weights_and_lr(data_root, trainer_yaml,
     ra = json.load(open(os.path.join(full, "results.json")))
     rb = json.load(open(os.path.join(resumed, "results.json")))
     assert ra["accuracy"] == rb["accuracy"]
+
+
+def write(path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def test_config_merge_order_and_seed_flag(tmp_path):
+    dataset_yaml = write(tmp_path / "d.yaml", "DATASET:\n  NAME: ToyColorsTrainCli\nOPTIM:\n  MAX_EPOCH: 3\n  LR: 0.5\nSEED: 7\n")
+    trainer_yaml = write(tmp_path / "t.yaml", "OPTIM:\n  MAX_EPOCH: 5\nOUTPUT_DIR: from_yaml\n")
+    parser = train.build_parser()
+
+    cfg = train.setup_cfg(parser.parse_args(["--dataset-config-file", dataset_yaml, "--config-file", trainer_yaml]))
+    assert (cfg.OPTIM.MAX_EPOCH, cfg.OPTIM.LR, cfg.SEED, cfg.OUTPUT_DIR) == (5, 0.5, 7, "from_yaml")
+    assert cfg.is_frozen()
+
+    args = parser.parse_args([
+        "--dataset-config-file", dataset_yaml, "--config-file", trainer_yaml, "--output-dir", "from_flag",
+        "--seed", "0", "--trainer", "CoOp", "OPTIM.MAX_EPOCH", "9", "OUTPUT_DIR", "from_opts",
+    ])
+    cfg = train.setup_cfg(args)
+    assert (cfg.OPTIM.MAX_EPOCH, cfg.SEED, cfg.TRAINER.NAME, cfg.OUTPUT_DIR) == (9, 0, "CoOp", "from_opts")
+    cfg = train.setup_cfg(parser.parse_args(["--config-file", trainer_yaml, "--output-dir", "from_flag"]))
+    assert cfg.OUTPUT_DIR == "from_flag" and cfg.SEED == -1
+
+
+def test_cli_errors_are_one_clear_message(tmp_path, capsys, data_root):
+    missing = str(tmp_path / "missing.yaml")
+    assert train.cli(["--config-file", missing]) == 1
+    assert f"error: Config file not found: {missing}" in capsys.readouterr().err
+
+    bad = write(tmp_path / "bad.yaml", "OPTIM:\n  LRR: 0.1\n")
+    assert train.cli(["--config-file", bad]) == 1
+    err = capsys.readouterr().err
+    assert "OPTIM.LRR" in err and bad in err
+
+    assert train.cli(["--output-dir", str(tmp_path / "o"), "OPTIM.NOPE", "1"]) == 1
+    assert "Non-existent config key: OPTIM.NOPE (in the command-line opts)" in capsys.readouterr().err
+
+    argv = ["--root", data_root, "--trainer", "ToyDaslTrainer", "--output-dir", str(tmp_path / "o2"),
+            "DATASET.NAME", "ToyColorsTrainCli", "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE", "(8, 8)"]
+    assert train.cli(argv) == 1
+    assert "but got [ToyDaslTrainer] (do you mean [ToyDasslTrainer]?)" in capsys.readouterr().err

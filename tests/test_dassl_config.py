@@ -1,0 +1,94 @@
+"""get_cfg_default and the yacs-compatible merge rules, with errors that name key and source."""
+from __future__ import annotations
+
+import pytest
+from yacs.config import CfgNode as PlainCN
+
+from dassl.config import ConfigError, get_cfg_default
+
+
+def test_defaults_hold_dassl_values_and_coop_addition():
+    cfg = get_cfg_default()
+    assert cfg.OUTPUT_DIR == "./output" and cfg.SEED == -1 and cfg.USE_CUDA is True
+    assert cfg.INPUT.SIZE == (224, 224) and cfg.INPUT.RRCROP_SCALE == (0.08, 1.0)
+    assert cfg.OPTIM.NAME == "adam" and cfg.OPTIM.LR == 0.0003 and cfg.OPTIM.WEIGHT_DECAY == 5e-4
+    assert cfg.OPTIM.LR_SCHEDULER == "single_step" and cfg.OPTIM.STEPSIZE == (-1,) and cfg.OPTIM.MAX_EPOCH == 10
+    assert cfg.OPTIM.WARMUP_EPOCH == -1 and cfg.OPTIM.WARMUP_RECOUNT is True
+    assert cfg.DATALOADER.TRAIN_X.BATCH_SIZE == 32 and cfg.DATALOADER.TEST.SAMPLER == "SequentialSampler"
+    assert cfg.TEST.FINAL_MODEL == "last_step" and cfg.TEST.EVALUATOR == "Classification"
+    assert cfg.TRAIN.CHECKPOINT_FREQ == 0 and cfg.TRAIN.PRINT_FREQ == 10
+    assert cfg.DATASET.SUBSAMPLE_CLASSES == "all" and cfg.DATASET.NUM_SHOTS == -1
+    assert list(cfg.TRAINER.keys()) == ["NAME"]
+    cfg.OPTIM.LR = 1.0
+    assert get_cfg_default().OPTIM.LR == 0.0003
+
+
+def test_yaml_values_are_literal_evaluated_and_coerced(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "INPUT:\n  SIZE: (32, 32)\n  PIXEL_MEAN: (0.5, 0.5, 0.5)\n"
+        "OPTIM:\n  WARMUP_CONS_LR: 1e-5\n  NAME: sgd\nMODEL:\n  BACKBONE:\n    NAME: ViT-B/16\n"
+    )
+    cfg = get_cfg_default()
+    cfg.merge_from_file(str(path))
+    assert cfg.INPUT.SIZE == (32, 32)
+    assert cfg.INPUT.PIXEL_MEAN == [0.5, 0.5, 0.5]
+    assert cfg.OPTIM.WARMUP_CONS_LR == 1e-5 and isinstance(cfg.OPTIM.WARMUP_CONS_LR, float)
+    assert cfg.OPTIM.NAME == "sgd" and cfg.MODEL.BACKBONE.NAME == "ViT-B/16"
+
+
+def test_unknown_yaml_key_names_key_and_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("OPTIM:\n  LRR: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        get_cfg_default().merge_from_file(str(path))
+    assert "OPTIM.LRR" in str(info.value) and str(path) in str(info.value)
+    assert isinstance(info.value, KeyError)
+
+
+def test_type_mismatch_in_yaml_names_key_and_file(tmp_path):
+    path = tmp_path / "bad_type.yaml"
+    path.write_text("OPTIM:\n  MAX_EPOCH: ten\n")
+    with pytest.raises(ConfigError, match="OPTIM.MAX_EPOCH") as info:
+        get_cfg_default().merge_from_file(str(path))
+    assert str(path) in str(info.value)
+
+
+def test_opts_rules():
+    cfg = get_cfg_default()
+    cfg.merge_from_list(["OPTIM.LR", "0.5", "TEST.NO_TEST", "True", "OPTIM.STEPSIZE", "[3, 6]", "TRAINER.NAME", "CoOp"])
+    assert cfg.OPTIM.LR == 0.5 and cfg.TEST.NO_TEST is True and cfg.OPTIM.STEPSIZE == (3, 6)
+    assert cfg.TRAINER.NAME == "CoOp"
+    with pytest.raises(ConfigError, match=r"Non-existent config key: OPTIM\.NOPE \(in the command-line opts\)"):
+        cfg.merge_from_list(["OPTIM.NOPE", "1"])
+    with pytest.raises(ConfigError, match="Non-existent config key: FOO.BAR"):
+        cfg.merge_from_list(["FOO.BAR", "1"])
+    with pytest.raises(ConfigError, match="OPTIM.LR"):
+        cfg.merge_from_list(["OPTIM.LR", "1"])
+    with pytest.raises(ConfigError, match="odd length"):
+        cfg.merge_from_list(["OPTIM.LR"])
+
+
+def test_trainer_node_added_with_plain_yacs_merges(tmp_path):
+    cfg = get_cfg_default()
+    cfg.TRAINER.COOP = PlainCN()
+    cfg.TRAINER.COOP.N_CTX = 16
+    cfg.TRAINER.COOP.CTX_INIT = ""
+    path = tmp_path / "coop.yaml"
+    path.write_text("TRAINER:\n  COOP:\n    N_CTX: 4\n    CTX_INIT: a photo of a\n")
+    cfg.merge_from_file(str(path))
+    cfg.merge_from_list(["TRAINER.COOP.N_CTX", "8"])
+    assert cfg.TRAINER.COOP.N_CTX == 8 and cfg.TRAINER.COOP.CTX_INIT == "a photo of a"
+
+
+def test_missing_config_file_is_named(tmp_path):
+    missing = str(tmp_path / "nope.yaml")
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        get_cfg_default().merge_from_file(missing)
+
+
+def test_frozen_config_refuses_changes():
+    cfg = get_cfg_default()
+    cfg.freeze()
+    with pytest.raises(AttributeError):
+        cfg.OPTIM.LR = 0.1
