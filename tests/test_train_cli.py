@@ -270,3 +270,21 @@ def test_cli_errors_are_one_clear_message(tmp_path, capsys, data_root):
             "DATASET.NAME", "ToyColorsTrainCli", "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE", "(8, 8)"]
     assert train.cli(argv) == 1
     assert "but got [ToyDaslTrainer] (do you mean [ToyDasslTrainer]?)" in capsys.readouterr().err
+
+
+def test_best_val_saves_and_deploys_the_best_checkpoint(data_root, trainer_yaml, tmp_path):
+    out = str(tmp_path / "best")
+    run(base_argv(data_root, trainer_yaml, out, "TEST.FINAL_MODEL", "best_val", "OPTIM.MAX_EPOCH", "2"))
+    log = open(os.path.join(out, "log.txt")).read()
+    assert log.count("Evaluate on the *val* set") == 2
+    assert "Deploy the model with the best val performance" in log
+    best_path = os.path.join(out, "model", "model-best.pth.tar")
+    assert f"Checkpoint saved to {best_path}" in log
+    best = torch.load(best_path, weights_only=True)
+    assert isinstance(best["val_result"], float)
+    assert f'Loading weights to model from "{best_path}" (epoch = {best["epoch"]}, val_result = {best["val_result"]:.1f})' in log
+    assert open(os.path.join(out, "model", "checkpoint")).read() == "model.pth.tar-2\n"
+    assert log.rindex("Evaluate on the *test* set") > log.index("Deploy the model with the best val performance")
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results["split"] == "test" and results["epoch"] == best["epoch"]
+    assert not os.path.exists(os.path.join(out, "tensorboard")) or os.listdir(os.path.join(out, "tensorboard"))

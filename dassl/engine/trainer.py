@@ -146,6 +146,7 @@ class TrainerBase:
         except ImportError:
             print("Tensorboard is not installed: skipping tensorboard logging")
             return
+        os.makedirs(log_dir, exist_ok=True)
         print(f"Initialize tensorboard (log_dir={log_dir})")
         self._writer = SummaryWriter(log_dir=log_dir)
 
@@ -279,9 +280,7 @@ class SimpleTrainer(TrainerBase):
     def before_train(self) -> None:
         directory = self.cfg.RESUME or self.output_dir
         self.start_epoch = self.resume_model_if_exist(directory)
-        writer_dir = os.path.join(self.output_dir, "tensorboard")
-        os.makedirs(writer_dir, exist_ok=True)
-        self.init_writer(writer_dir)
+        self.init_writer(os.path.join(self.output_dir, "tensorboard"))
         self.time_start = time.time()
 
     def after_train(self) -> None:
