@@ -49,21 +49,18 @@ def template_text_features(clip_model: nn.Module, classnames: Sequence[str],
         raise ValueError("at least one template is needed")
     encoder = PromptedTextEncoder(clip_model)
     device = clip_model.token_embedding.weight.device
-    total = None
-    for template in templates:
-        texts = [fill(template, name) for name in classnames]
-        feats = []
-        for start in range(0, len(texts), chunk_size):
-            tokens = clip.tokenize(texts[start:start + chunk_size],
-                                   context_length=int(clip_model.positional_embedding.shape[0]))
-            tokens = tokens.to(device)
-            eot = tokens.argmax(dim=-1)
-            seq_len = int(eot.max()) + 1
-            emb = clip_model.token_embedding(tokens[:, :seq_len])
-            feats.append(F.normalize(encoder(emb, eot, seq_len=seq_len).float(), dim=-1))
-        feats = torch.cat(feats)
-        total = feats if total is None else total + feats
-    return F.normalize(total / len(templates), dim=-1)
+    context_length = int(clip_model.positional_embedding.shape[0])
+    texts = [fill(t, name) for t in templates for name in classnames]   # template-major
+    feats = []
+    for start in range(0, len(texts), chunk_size):
+        tokens = clip.tokenize(texts[start:start + chunk_size], context_length=context_length)
+        tokens = tokens.to(device)
+        eot = tokens.argmax(dim=-1)
+        seq_len = int(eot.max()) + 1
+        emb = clip_model.token_embedding(tokens[:, :seq_len])
+        feats.append(F.normalize(encoder(emb, eot, seq_len=seq_len).float(), dim=-1))
+    feats = torch.cat(feats).view(len(templates), len(classnames), -1)
+    return F.normalize(feats.mean(dim=0), dim=-1)
 
 
 def cached_text_features(clip_model: nn.Module, classnames: Sequence[str],
