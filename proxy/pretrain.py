@@ -1,0 +1,183 @@
+"""Pretrain the tiny CLIP on rendered shapes: ``python -m proxy.pretrain --seed 1 [--out PATH]``.
+
+The checkpoint is a plain state dict with OpenAI's parameter names (``clip.load(path)`` reads
+it), cached under ``$MMLOP_CACHE_DIR`` (default ``~/.cache/mmlop``) as
+``tiny_clip-<key>.pt``, where the key digests the config, the seed and the code version, so a
+machine pretrains once per setting. A JSON file beside it records the settings, the wall time and
+the zero-shot accuracies. Both are written atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, replace
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from datasets.synthetic_render import STYLES
+
+from .data import CaptionedShapes
+from .tiny_clip import PretrainConfig, build_tiny_clip
+from .zeroshot import zeroshot_accuracy
+
+CACHE_ENV = "MMLOP_CACHE_DIR"
+
+
+def default_cache_dir() -> str:
+    """``$MMLOP_CACHE_DIR``, else ``~/.cache/mmlop``."""
+    return os.path.expanduser(os.environ.get(CACHE_ENV) or os.path.join("~", ".cache", "mmlop"))
+
+
+def lr_at(step: int, config: PretrainConfig) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then cosine to 0."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return 0.5 * config.lr * (1.0 + math.cos(math.pi * progress))
+
+
+def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
+                     class_ids: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE on ``[B, D]`` features where every pair of the same class is a positive.
+
+    Targets spread uniformly over the same-class entries of a row, so repeated classes in a batch
+    are not pushed apart.
+    """
+    image_features = F.normalize(image_features.float(), dim=-1)
+    text_features = F.normalize(text_features.float(), dim=-1)
+    logits = logit_scale.exp().clamp(max=100.0) * image_features @ text_features.t()
+    same = (class_ids[:, None] == class_ids[None, :]).float()
+    targets = same / same.sum(dim=1, keepdim=True)
+    loss_i = -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    loss_t = -(targets * F.log_softmax(logits.t(), dim=1)).sum(dim=1).mean()
+    return 0.5 * (loss_i + loss_t)
+
+
+def _optimizer(model: torch.nn.Module, config: PretrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, betas=(0.9, 0.98), eps=1e-6,
+    )
+
+
+def pretrain(seed: int, config: PretrainConfig = PretrainConfig(), log_every: int = 50,
+             log: Callable[[str], None] = print) -> dict[str, torch.Tensor]:
+    """Train a tiny CLIP from scratch; returns its fp32 state dict (OpenAI names).
+
+    Deterministic for a given seed, config and thread count (seeds torch's global RNG for the
+    initialisation; the data come from their own generator).
+    """
+    torch.manual_seed(seed)
+    model = build_tiny_clip(config.arch).train()
+    from trainers.templates import IMAGENET_TEMPLATES_60
+
+    batches = CaptionedShapes(seed, config.batch_size, config.held_out, config.template_mix,
+                              IMAGENET_TEMPLATES_60, config.style)
+    optimizer = _optimizer(model, config)
+    start = time.time()
+    running = None
+    for step in range(config.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        images, tokens, class_ids = next(batches)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            image_features = model.encode_image(images)
+            text_features = model.encode_text(tokens)
+        loss = contrastive_loss(image_features, text_features, model.logit_scale, class_ids)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+        done = step + 1
+        if done % log_every == 0 or done == config.steps:
+            elapsed = time.time() - start
+            eta = elapsed / done * (config.steps - done)
+            log(f"pretrain step {done}/{config.steps} loss {running:.3f} lr {lr_at(step, config):.2e} "
+                f"{done / elapsed:.2f} steps/s eta {eta:.0f}s")
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _atomic_save(obj, path: str, as_json: bool = False) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w" if as_json else "wb") as f:
+            json.dump(obj, f, indent=2) if as_json else torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def checkpoint_path(seed: int, config: PretrainConfig = PretrainConfig(), cache_dir: Optional[str] = None) -> str:
+    """Where the checkpoint of ``(config, seed)`` is cached."""
+    return os.path.join(cache_dir or default_cache_dir(), f"tiny_clip-{config.key(seed)}.pt")
+
+
+def get_checkpoint(seed: int = 1, config: PretrainConfig = PretrainConfig(), cache_dir: Optional[str] = None,
+                   force: bool = False, evaluate: bool = True, log: Callable[[str], None] = print) -> str:
+    """Path of the cached checkpoint of ``(config, seed)``, pretraining it first if needed.
+
+    ``evaluate``: after pretraining, measure zero-shot accuracy per style (stored in the JSON
+    record beside the checkpoint).
+    """
+    path = checkpoint_path(seed, config, cache_dir)
+    if os.path.isfile(path) and not force:
+        log(f"Using cached tiny CLIP {path}")
+        return path
+    log(f"Pretraining tiny CLIP (seed {seed}, {config.steps} steps of {config.batch_size}) -> {path}")
+    start = time.time()
+    state_dict = pretrain(seed, config, log=log)
+    wall = time.time() - start
+    record = {"seed": seed, "config": asdict(config), "pretrain_seconds": round(wall, 1),
+              "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if evaluate:
+        model = build_tiny_clip(config.arch)
+        model.load_state_dict(state_dict)
+        record["zeroshot"] = {s: zeroshot_accuracy(model, s, config.held_out) for s in STYLES}
+        log("zero-shot accuracy (100-way, test split): " + ", ".join(
+            f"{s} {v['all']:.1f} (held-out {v['held_out']:.1f})" for s, v in record["zeroshot"].items()))
+    _atomic_save(state_dict, path)
+    _atomic_save(record, path[:-3] + ".json", as_json=True)
+    log(f"Saved tiny CLIP to {path} ({wall:.0f}s)")
+    return path
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=1, help="pretraining seed (default 1)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default 1200)")
+    parser.add_argument("--out", default="", help="also copy the checkpoint to this path")
+    parser.add_argument("--cache-dir", default=None, help=f"cache folder (default ${CACHE_ENV} or ~/.cache/mmlop)")
+    parser.add_argument("--force", action="store_true", help="pretrain even if a cached checkpoint exists")
+    parser.add_argument("--no-eval", action="store_true", help="skip the zero-shot evaluation")
+    args = parser.parse_args(argv)
+    config = PretrainConfig() if args.steps is None else replace(PretrainConfig(), steps=args.steps)
+    if config.steps < 1:
+        parser.error("--steps must be >= 1")
+    path = get_checkpoint(args.seed, config, args.cache_dir, args.force, evaluate=not args.no_eval)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        tmp = args.out + ".tmp"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, args.out)
+        print(f"Copied to {args.out}")
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The tiny CLIP of the proxy benchmark: architecture and pretraining settings, as data."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from clip.model import CLIP
+
+# ViT-8/32 image tower and a 4-layer text tower, in OpenAI's layout (clip.load reads the file).
+TINY_CLIP_ARCH: dict = dict(
+    embed_dim=128,
+    image_resolution=32,
+    vision_layers=4,
+    vision_width=128,
+    vision_patch_size=8,
+    context_length=77,
+    vocab_size=49408,
+    transformer_width=128,
+    transformer_heads=2,  # width // 64, as clip.model.build_model infers it
+    transformer_layers=4,
+)
+
+# Bump when the pretraining code changes what a given config and seed produce.
+PRETRAIN_CODE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Settings of one pretraining run (everything but the seed).
+
+    ``steps`` optimizer steps of ``batch_size`` rendered images; AdamW (``lr``, ``weight_decay``
+    on matrices only), linear warm-up for ``warmup_steps`` then cosine decay to 0.
+    ``template_mix``: probability that a caption uses a random template of the 60-template anchor
+    ensemble instead of "a photo of a {}." (so the ensemble used by consistency losses is not out
+    of distribution). ``held_out``: compositions never shown (zero-shot transfer is measured on
+    them). ``style``: renderer style of every pretraining image.
+    """
+
+    steps: int = 1200
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    template_mix: float = 0.25
+    bf16: bool = True
+    style: str = "clean"
+    held_out: tuple[str, ...] = field(default_factory=lambda: HELD_OUT)
+    arch: dict = field(default_factory=lambda: dict(TINY_CLIP_ARCH))
+
+    def key(self, seed: int) -> str:
+        """Cache key: a digest of the config, the seed, and the code and renderer versions."""
+        from datasets.synthetic import GENERATOR_VERSION
+
+        payload = dict(asdict(self), seed=seed, code=PRETRAIN_CODE_VERSION, renderer=GENERATOR_VERSION)
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _held_out() -> tuple[str, ...]:
+    from datasets.synthetic_render import COLOUR_NAMES, SHAPES, class_name
+
+    # One composition per colour and per shape: colour i with shape (3i + 1) mod 10.
+    return tuple(class_name(c, SHAPES[(3 * i + 1) % len(SHAPES)]) for i, c in enumerate(COLOUR_NAMES))
+
+
+HELD_OUT: tuple[str, ...] = _held_out()
+
+
+def build_tiny_clip(arch: dict | None = None) -> CLIP:
+    """A randomly initialised fp32 tiny CLIP (``TINY_CLIP_ARCH`` unless ``arch`` is given)."""
+    return CLIP(**(arch or TINY_CLIP_ARCH))
