@@ -149,7 +149,10 @@ def test_samplers(root):
         assert sorted(labels) == [0, 0, 1, 1]
     seq_dom = list(build_sampler("SeqDomainSampler", data_source=data, batch_size=4))
     assert [data[i].domain for i in seq_dom] == [0, 0, 1, 1, 0, 0, 1, 1]
-    rand_dom = list(build_sampler("RandomDomainSampler", data_source=data, batch_size=4, n_domain=1))
-    assert len(rand_dom) == 8 and all(len({data[i].domain for i in rand_dom[s : s + 4]}) == 1 for s in (0, 4))
+    rand_dom = list(build_sampler("RandomDomainSampler", data_source=data, batch_size=4, n_domain=2))
+    assert sorted(rand_dom) == list(range(8))
+    assert all(sorted(data[i].domain for i in rand_dom[s : s + 4]) == [0, 0, 1, 1] for s in (0, 4))
+    one_domain = list(build_sampler("RandomDomainSampler", data_source=data, batch_size=2, n_domain=1))
+    assert len(one_domain) >= 2 and all(data[one_domain[s]].domain == data[one_domain[s + 1]].domain for s in range(0, len(one_domain), 2))
     with pytest.raises(ValueError, match="Unknown sampler type: Foo"):
         build_sampler("Foo", data_source=data)

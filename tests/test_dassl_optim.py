@@ -132,3 +132,14 @@ def test_staged_lr_splits_new_layers():
     assert {id(p) for p in head_group["params"]} == {id(p) for p in model.head.parameters()}
     with pytest.raises(ValueError, match="classifier"):
         build_optimizer(model, optim_cfg(NAME="sgd", STAGED_LR=True, NEW_LAYERS=("classifier",)))
+
+
+def test_legacy_warmup_state_continues_the_configured_schedule(capsys):
+    cfg = coop_cfg(5)
+    optim = build_optimizer(nn.Linear(2, 2), cfg)
+    sched = build_lr_scheduler(optim, cfg)
+    sched.load_state_dict({"last_epoch": 3, "successor": object(), "warmup_epoch": 1, "base_lrs": [0.002]})
+    assert optim.param_groups[0]["lr"] == pytest.approx(lr_sequence(coop_cfg(5), 5)[3])
+    assert "legacy Dassl scheduler state" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="last_epoch"):
+        sched.load_state_dict({"T_max": 5})

@@ -79,15 +79,20 @@ class EpochLRScheduler(LRScheduler):
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restore the epoch counter and set each group's LR to the schedule's value for it."""
-        if "successor" in state_dict or "last_epoch" not in state_dict:
-            raise ValueError(
-                "This scheduler state was not written by dassl's EpochLRScheduler (upstream Dassl pickles "
-                "its warm-up wrapper); the schedule is rebuilt from the config instead of loading it"
-            )
+        """Restore the epoch counter and set each group's LR to the schedule's value for it.
+
+        Also accepts the state of upstream Dassl's warm-up wrapper (trusted legacy checkpoints):
+        only its epoch counter is used and the schedule itself comes from the config.
+        """
+        if "last_epoch" not in state_dict:
+            raise ValueError(f"Scheduler state without 'last_epoch' (keys: {sorted(state_dict)})")
+        if "successor" in state_dict:
+            print("Note: legacy Dassl scheduler state; continuing the configured schedule at its epoch counter")
         self.last_epoch = int(state_dict["last_epoch"])
-        self.base_lrs = list(state_dict.get("base_lrs", self.base_lrs))
-        self._step_count = int(state_dict.get("_step_count", self._step_count))
+        base_lrs = state_dict.get("base_lrs")
+        if isinstance(base_lrs, (list, tuple)) and len(base_lrs) == len(self.base_lrs):
+            self.base_lrs = [float(v) for v in base_lrs]
+        self._step_count = int(state_dict.get("_step_count", self.last_epoch + 1))
         lrs = self.get_lr()
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
