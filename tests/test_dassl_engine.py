@@ -80,3 +80,22 @@ def test_build_trainer_did_you_mean():
     cfg.TRAINER.NAME = "EngineTestTrainr"
     with pytest.raises(ValueError, match=r"but got \[EngineTestTrainr\] \(do you mean \[EngineTestTrainer\]\?\)"):
         build_trainer(cfg)
+
+
+def test_progress_bar_only_on_an_interactive_stderr(monkeypatch):
+    import io
+
+    from tqdm import tqdm
+
+    from dassl.engine.trainer import _progress
+
+    class FakeTTY(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    items = [1, 2, 3]
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    assert _progress(items, "test") is items
+    monkeypatch.setattr("sys.stderr", FakeTTY())
+    bar = _progress(items, "test")
+    assert isinstance(bar, tqdm) and list(bar) == items
