@@ -164,3 +164,23 @@ def test_real_images_through_fewshot_base_new_and_transform(tmp_path, name, dirn
             x = tfm(img.convert("RGB"))
         assert tuple(x.shape) == (3, 224, 224) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
         assert float(x.std()) > 0.01  # a real picture, not a blank
+
+
+def test_real_images_through_dassl_data_manager(tmp_path):
+    """The default Dassl config and DataManager batch the loader's output: CoOp's test transform."""
+    import torch
+
+    from dassl.config import get_cfg_default
+    from dassl.data import DataManager
+
+    root = real_root(tmp_path, "dtd", "images", "DescribableTextures")
+    cfg = get_cfg_default()
+    cfg.merge_from_list(["DATASET.ROOT", str(root), "DATASET.NAME", "DescribableTextures", "DATASET.NUM_SHOTS", 2,
+                         "DATASET.SUBSAMPLE_CLASSES", "new", "SEED", 1, "DATALOADER.NUM_WORKERS", 0,
+                         "DATALOADER.TEST.BATCH_SIZE", 4])
+    torch.manual_seed(0)
+    dm = DataManager(cfg)
+    assert dm.num_classes == 1 and dm.lab2cname == {0: "braided"}
+    batch = next(iter(dm.test_loader))
+    assert tuple(batch["img"].shape) == (4, 3, 224, 224) and batch["label"].tolist() == [0, 0, 0, 0]
+    assert all("/braided/" in p for p in batch["impath"])
