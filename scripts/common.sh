@@ -1,0 +1,67 @@
+# Shared settings of the run scripts (sourced, not run). Environment variables:
+#   TRAINER  trainer name (default MMLoP)          DATA    data root (default ./data)
+#   CFG      config stem under configs/trainers/$TRAINER/ (default: per trainer and protocol)
+#   OUTPUT   output root (default output)          SHOTS   shots per class (default 16)
+#   PYTHON   interpreter (default python)
+# The scripts run from the repository root; trailing KEY VALUE arguments go to train.py.
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+TRAINER=${TRAINER:-MMLoP}
+DATA=${DATA:-./data}
+OUTPUT=${OUTPUT:-output}
+SHOTS=${SHOTS:-16}
+PYTHON=${PYTHON:-python}
+
+# default_cfg PROTOCOL (base2new | xd | few_shot | zeroshot): the config stem for $TRAINER.
+default_cfg() {
+    case "${TRAINER}:$1" in
+        MMLoP:base2new) echo "vit_b16_c2_ep30_batch4_4+4ctx" ;;
+        MMLoP:xd) echo "vit_b16_c2_ep30_batch4_4+4ctx_cross_datasets" ;;
+        MMLoP:few_shot) echo "vit_b16_c2_ep50_batch4_4+4ctx_few_shot" ;;
+        CoOp:base2new) echo "vit_b16_c4_ep10_batch1_ctxv1" ;;
+        CoOp:xd | CoOp:few_shot) echo "vit_b16_ep50_ctxv1" ;;
+        ZeroshotCLIP:*) echo "vit_b16" ;;
+        *) echo "error: no default config for TRAINER=${TRAINER}; set CFG to a file stem of" \
+                "configs/trainers/${TRAINER}/" >&2
+           return 1 ;;
+    esac
+}
+
+# check_inputs DATASET: the dataset and trainer config files must exist.
+check_inputs() {
+    if [ ! -f "configs/datasets/$1.yaml" ]; then
+        echo "error: configs/datasets/$1.yaml not found (the dataset argument is a file stem" \
+             "there, e.g. imagenet, oxford_pets)" >&2
+        exit 2
+    fi
+    if [ ! -f "configs/trainers/${TRAINER}/${CFG}.yaml" ]; then
+        echo "error: configs/trainers/${TRAINER}/${CFG}.yaml not found (set CFG and TRAINER)" >&2
+        exit 2
+    fi
+}
+
+# finished DIR: a run is finished when its results.json exists (else it is resumed).
+finished() {
+    if [ -f "$1/results.json" ]; then
+        echo "Oops! The results exist at $1 (so skip this job)"
+        return 0
+    fi
+    return 1
+}
+
+# load_epoch [KEY VALUE ...]: OPTIM.MAX_EPOCH of the trainer config after the given overrides.
+load_epoch() {
+    "${PYTHON}" scripts/read_cfg.py "configs/trainers/${TRAINER}/${CFG}.yaml" OPTIM.MAX_EPOCH "$@"
+}
+
+# require_model MODEL_DIR HINT: a trained model must exist before testing.
+require_model() {
+    if [ ! -d "$1" ]; then
+        echo "error: no trained model at $1; run $2 first" >&2
+        exit 2
+    fi
+}
+
+# is_eval_only: trainers with nothing to train are only evaluated.
+is_eval_only() {
+    [ "${TRAINER}" = "ZeroshotCLIP" ]
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Cross-dataset / domain generalization: train on all classes of the source dataset ($SOURCE,
+# default imagenet) with $SHOTS shots.
+#   bash scripts/xd_train.sh SEED [KEY VALUE ...]
+# Output: $OUTPUT/$SOURCE/$TRAINER/${CFG}_${SHOTS}shots/seed$SEED
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+if [ $# -lt 1 ]; then echo "usage: $0 SEED [KEY VALUE ...]" >&2; exit 2; fi
+SEED=$1
+shift
+SOURCE=${SOURCE:-imagenet}
+CFG=${CFG:-$(default_cfg xd)}
+check_inputs "${SOURCE}"
+DIR=${OUTPUT}/${SOURCE}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
+if finished "${DIR}"; then exit 0; fi
+EXTRA=()
+if is_eval_only; then EXTRA=(--eval-only); fi
+"${PYTHON}" train.py --root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}" \
+    --dataset-config-file "configs/datasets/${SOURCE}.yaml" \
+    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
+    --output-dir "${DIR}" "${EXTRA[@]}" DATASET.NUM_SHOTS "${SHOTS}" "$@"
