@@ -144,3 +144,11 @@ def test_count_num_param_counts_all_parameters():
     model.bias.requires_grad_(False)
     assert count_num_param(model) == 8
     assert count_num_param(params=[model.weight]) == 6
+
+
+def test_data_parallel_checkpoint_round_trip(tmp_path):
+    wrapped = nn.DataParallel(nn.Linear(3, 2))
+    save_checkpoint({"state_dict": wrapped.state_dict(), "epoch": 1}, str(tmp_path))
+    fresh = nn.DataParallel(nn.Linear(3, 2))
+    assert resume_from_checkpoint(str(tmp_path), fresh) == 1
+    assert torch.equal(fresh.module.weight, wrapped.module.weight)

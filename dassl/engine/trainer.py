@@ -21,7 +21,7 @@ import torch.nn as nn
 from dassl.data import DataManager
 from dassl.evaluation import build_evaluator
 from dassl.utils import AverageMeter, MetricMeter, load_checkpoint, resume_from_checkpoint, save_checkpoint, tolist_if_not
-from dassl.utils.torchtools import BEST_NAME, POINTER_FILE, capture_rng_state
+from dassl.utils.torchtools import BEST_NAME, POINTER_FILE, capture_rng_state, unwrap_model
 
 from .results import build_results, count_trainable_params, write_results
 
@@ -114,7 +114,7 @@ class TrainerBase:
             if val_result is not None:
                 note += f", val_result = {val_result:.1f}"
             print(f'Loading weights to {name} from "{model_path}" ({note})')
-            self._models[name].load_state_dict(checkpoint["state_dict"])
+            unwrap_model(self._models[name]).load_state_dict(checkpoint["state_dict"])
             self.eval_epoch = stored_epoch
 
     def set_model_mode(self, mode: str = "train", names=None) -> None:

@@ -48,6 +48,11 @@ def _atomic_write(fpath: str, write: Callable[[str], None]) -> None:
         raise
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The wrapped module of ``nn.DataParallel``/``DistributedDataParallel``, else ``model``."""
+    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+
+
 def _strip_module_prefix(state_dict: dict) -> "OrderedDict[str, Any]":
     return OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in state_dict.items())
 
@@ -148,7 +153,7 @@ def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, schedule
         fpath = os.path.join(fdir, f.readline().strip("\n"))
     print(f'Loading checkpoint from "{fpath}"')
     checkpoint = load_checkpoint(fpath)
-    model.load_state_dict(checkpoint["state_dict"])
+    unwrap_model(model).load_state_dict(checkpoint["state_dict"])
     print("Loaded model weights")
     if optimizer is not None and checkpoint.get("optimizer") is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
