@@ -273,8 +273,9 @@ def test_cli_errors_are_one_clear_message(tmp_path, capsys, data_root):
 
 def test_best_val_saves_and_deploys_the_best_checkpoint(data_root, trainer_yaml, tmp_path):
     out = str(tmp_path / "best")
-    run(base_argv(data_root, trainer_yaml, out, "TEST.FINAL_MODEL", "best_val", "OPTIM.MAX_EPOCH", "2"))
+    run(base_argv(data_root, trainer_yaml, out, "TEST.FINAL_MODEL", "best_val", "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "4"))
     log = open(os.path.join(out, "log.txt")).read()
+    assert [(int(m[1]), int(m[3])) for m in iteration_lines(log)] == [(1, 4), (2, 4)]  # 6 batches, PRINT_FREQ 4
     assert log.count("Evaluate on the *val* set") == 2
     assert "Deploy the model with the best val performance" in log
     best_path = os.path.join(out, "model", "model-best.pth.tar")
@@ -287,3 +288,11 @@ def test_best_val_saves_and_deploys_the_best_checkpoint(data_root, trainer_yaml,
     results = json.load(open(os.path.join(out, "results.json")))
     assert results["split"] == "test" and results["epoch"] == best["epoch"]
     assert not os.path.exists(os.path.join(out, "tensorboard")) or os.listdir(os.path.join(out, "tensorboard"))
+
+
+def test_no_train_builds_the_trainer_only(data_root, trainer_yaml, tmp_path):
+    out = str(tmp_path / "no_train")
+    trainer = run(base_argv(data_root, trainer_yaml, out, "--no-train"))
+    assert isinstance(trainer, ToyDasslTrainer) and trainer.get_model_names() == ["model"]
+    assert sorted(os.listdir(out)) == ["log.txt"]
+    assert "Loading evaluator: Classification" in open(os.path.join(out, "log.txt")).read()
