@@ -1,0 +1,115 @@
+"""The ``MaPLe`` trainer: deep text prompts coupled to vision prompts by per-layer linear maps.
+
+Model (``reference/maple_promptsrc.md`` §1.4), depth ``J = PROMPT_DEPTH``, ``n = N_CTX``:
+
+* text prompts ``P_0 = ctx`` (the first ``n`` token embeddings of ``CTX_INIT``, whose whole text
+  is the prompt prefix; random ``N(0, 0.02^2)`` and "X"s when it is empty or too short) and
+  ``P_k = compound_prompts_text[k-1]`` (``N(0, 0.02^2)``), each ``[n, D_t]``;
+* couplings ``F_0 = proj`` and ``F_k = compound_prompt_projections[k-1]``: ``Linear(D_t, D_v)``
+  with PyTorch's default init, the deeper ones ``J-1`` copies of one freshly initialized layer
+  (so they start identical, as upstream); ``D_t``/``D_v`` are the loaded CLIP's widths;
+* vision prompts ``V_k = F_k(P_k)`` (``[n, D_v]``), placed like IVLP's.
+
+All trainable tensors are fp32 (upstream's fp16 ``proj`` breaks fp32 and amp runs); they are
+cast to the activation dtype where inserted. ViT-B/16, ``n`` 2, ``J`` 9: 3,555,072 parameters.
+
+Config node ``TRAINER.MAPLE`` (upstream names): ``N_CTX`` 2, ``CTX_INIT`` "a photo of a",
+``PREC`` "fp16" (``fp32``/``fp16``/``bf16``/``amp``; fp32 on CPU), ``PROMPT_DEPTH`` 9, plus
+``TRUNCATE_TEXT`` and ``CACHE_TEXT`` (the core's exact speed-ups). Configs:
+``configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml`` (base-to-novel) and
+``vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml`` (ImageNet -> others, depth 3, 2 epochs).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+from torch import nn
+from yacs.config import CfgNode as CN
+
+from dassl.engine import TRAINER_REGISTRY
+
+from .clip_backbone import Precision
+from .ivlp import CrossEntropyPromptTrainer
+from .ivlp_model import backbone_dims, normal_prompt, text_context
+from .prompted_model import PromptedCLIP
+
+
+def add_config(cfg) -> None:
+    """Add the ``TRAINER.MAPLE`` node (see the module docstring)."""
+    cfg.TRAINER.MAPLE = CN()
+    node = cfg.TRAINER.MAPLE
+    node.N_CTX = 2
+    node.CTX_INIT = "a photo of a"
+    node.PREC = "fp16"
+    node.PROMPT_DEPTH = 9
+    node.TRUNCATE_TEXT = True
+    node.CACHE_TEXT = True
+
+
+class MaPLePromptLearner(nn.Module):
+    """``forward()`` -> ``([P_0 .. P_{J-1}], [F_0(P_0) .. F_{J-1}(P_{J-1})])``."""
+
+    def __init__(self, n_ctx: int, depth: int, text_dim: int, vision_dim: int,
+                 init: torch.Tensor | None = None):
+        super().__init__()
+        ctx = normal_prompt(n_ctx, text_dim)
+        if init is not None:
+            ctx = nn.Parameter(init.detach().float().clone())
+        self.ctx = ctx
+        self.proj = nn.Linear(text_dim, vision_dim)
+        self.compound_prompts_text = nn.ParameterList(
+            [normal_prompt(n_ctx, text_dim) for _ in range(depth - 1)])
+        deep = nn.Linear(text_dim, vision_dim)
+        self.compound_prompt_projections = nn.ModuleList(
+            [copy.deepcopy(deep) for _ in range(depth - 1)])
+
+    def forward(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        text = [self.ctx, *self.compound_prompts_text]
+        maps = [self.proj, *self.compound_prompt_projections]
+        return text, [f(p) for f, p in zip(maps, text)]
+
+
+class MaPLeCLIP(PromptedCLIP):
+    """Frozen CLIP + ``MaPLePromptLearner``; ``forward(images)`` -> logits ``[B, C]`` (fp32)."""
+
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = 2,
+                 depth: int = 9, ctx_init: str = "a photo of a",
+                 precision: Precision | None = None, truncate_text: bool = True,
+                 cache_text: bool = True):
+        text_dim, vision_dim, text_layers, vision_layers = backbone_dims(clip_model)
+        if not vision_dim:
+            raise ValueError("MaPLe needs a ViT backbone (vision prompts); this CLIP has a "
+                             "ResNet image tower: set MODEL.BACKBONE.NAME to a ViT-* model")
+        if n_ctx < 1:
+            raise ValueError(f"TRAINER.MAPLE.N_CTX must be >= 1, got {n_ctx}")
+        if not 1 <= depth <= min(text_layers, vision_layers):
+            raise ValueError(f"TRAINER.MAPLE.PROMPT_DEPTH must be in "
+                             f"1..{min(text_layers, vision_layers)} for this backbone, got {depth}")
+        prefix, init = text_context(clip_model, ctx_init, n_ctx)
+        print("MaPLe design: Multi-modal Prompt Learning")
+        print(f'Initial context: "{prefix}"')
+        print(f"Number of MaPLe context words (tokens): {n_ctx}")
+        learner = MaPLePromptLearner(n_ctx, depth, text_dim, vision_dim, init)
+        super().__init__(clip_model, classnames, learner, prefix, precision,
+                         truncate_text=truncate_text, cache_text=cache_text)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        text_prompts, vision_prompts = self.prompt_learner()
+        text = self.cached(lambda: self.encode_class_texts(text_prompts))
+        return self.logit_scale * self.image_features(images, vision_prompts) @ text.t()
+
+
+@TRAINER_REGISTRY.register()
+class MaPLe(CrossEntropyPromptTrainer):
+    """Multi-modal Prompt Learning (Khattak et al., CVPR 2023)."""
+
+    def build_model(self) -> None:
+        node = self.cfg.TRAINER.MAPLE
+        clip_model = self.load_backbone("TRAINER.MAPLE.PREC")
+        print("Building custom CLIP")
+        self.model = MaPLeCLIP(clip_model, self.dm.dataset.classnames, node.N_CTX,
+                               node.PROMPT_DEPTH, node.CTX_INIT, self.precision,
+                               node.TRUNCATE_TEXT, node.CACHE_TEXT)
+        self.register_prompt_learner(self.model.prompt_learner)
