@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import clip
 from clip.model import build_model_from_config
+from trainers.clip_backbone import Precision
 from trainers.cocoop import CoCoOpCLIP
 from trainers.ivlp_model import IVLPCLIP, IVLPSettings
 from trainers.maple import MaPLeCLIP
@@ -219,3 +220,46 @@ def test_ivlp_errors_name_the_key(tiny):
         IVLPCLIP(tiny, CLASSES, IVLPSettings(depth_text=1, depth_vision=5))
     with pytest.raises(ValueError, match=r"TRAINER.IVLP.N_CTX_VISION must be >= 1"):
         IVLPCLIP(tiny, CLASSES, IVLPSettings(depth_text=1, depth_vision=1, n_ctx_vision=0))
+
+
+HALF = {"fp16": Precision("fp16", torch.float16, None, False, "cpu"),
+        "bf16": Precision("bf16", torch.bfloat16, None, False, "cpu"),
+        "amp": Precision("amp", torch.float32, torch.bfloat16, False, "cpu")}
+
+
+def _build(name, clip_model, precision):
+    torch.manual_seed(1)
+    if name == "IVLP":
+        return IVLPCLIP(clip_model, CLASSES, IVLPSettings(depth_text=2, depth_vision=2), precision)
+    if name == "MaPLe":
+        return MaPLeCLIP(clip_model, CLASSES, depth=2, precision=precision)
+    if name == "CoCoOp":
+        return CoCoOpCLIP(clip_model, CLASSES, ctx_init="a photo of a", precision=precision)
+    return PromptSRCCLIP(clip_model, CLASSES, IVLPSettings(n_ctx_text=4, n_ctx_vision=4,
+                                                           depth_text=2, depth_vision=2),
+                         precision)
+
+
+@pytest.mark.parametrize("prec", list(HALF))
+@pytest.mark.parametrize("name", ["IVLP", "MaPLe", "CoCoOp", "PromptSRC"])
+def test_half_precision_backbones_keep_fp32_prompts(name, prec, images):
+    """The core's precision handling (run on CPU here with CPU half kernels; on CUDA the
+    trainers pick the same ``Precision`` from ``PREC``): fp32 prompts and gradients, fp32 logits
+    close to the fp32 model's."""
+    torch.manual_seed(0)
+    reference = _build(name, build_model_from_config("ViT-B/16", **TINY).eval(), None)
+    torch.manual_seed(0)
+    model = _build(name, build_model_from_config("ViT-B/16", **TINY).eval(), HALF[prec])
+    assert model.clip_model.visual.conv1.weight.dtype == HALF[prec].weight_dtype
+    model.prompt_learner.train()
+    out = model(images)
+    logits = out if torch.is_tensor(out) else out.logits
+    assert logits.dtype == torch.float32
+    F.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
+    for p in model.prompt_learner.parameters():
+        assert p.dtype == torch.float32 and p.grad.dtype == torch.float32
+    assert all(p.grad is None for p in model.clip_model.parameters())
+    with torch.no_grad():
+        model.prompt_learner.eval()
+        reference.prompt_learner.eval()
+        torch.testing.assert_close(model(images), reference(images), rtol=0, atol=0.25)
