@@ -35,7 +35,10 @@ def env(tmp_path_factory):
     torch.manual_seed(0)
     ckpt = root / "tiny_clip.pt"
     torch.save(build_model_from_config("ViT-B/16", **TINY).state_dict(), ckpt)
-    return {"root": root, "data": str(root / "data"),
+    shallow = root / "tiny_clip_1_text_layer.pt"      # CoCoOp: B x C text sequences, no depth
+    torch.save(build_model_from_config("ViT-B/16", **{**TINY, "transformer_layers": 1})
+               .state_dict(), shallow)
+    return {"root": root, "data": str(root / "data"), "shallow": str(shallow),
             "opts": ["MODEL.BACKBONE.NAME", str(ckpt), *COMMON_OPTS]}
 
 
@@ -139,7 +142,8 @@ def test_promptsrc_gpa_uninterrupted_and_resumed(env, snapshots, monkeypatch):
 
 # ---------------------------------------------------------------- every baseline through the scripts
 SCRIPT_CASES = {
-    # trainer: (config stem, depth opts, trainable parameters on the tiny CLIP, checkpoint keys)
+    # trainer: (config stem, opts ("shallow": the 1-text-layer CLIP file), trainable parameters
+    # on the tiny CLIP, checkpoint keys)
     "IVLP": ("vit_b16_c2_ep5_batch4_2+2ctx",
              ["TRAINER.IVLP.PROMPT_DEPTH_TEXT", "2", "TRAINER.IVLP.PROMPT_DEPTH_VISION", "2"],
              2 * (2 * TEXT_W + 2 * VISION_W),
@@ -153,7 +157,7 @@ SCRIPT_CASES = {
                    "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "2"],
                   2 * (4 * TEXT_W + 4 * VISION_W),
                   {"ctx_text.0", "ctx_text.1", "ctx_vision.0", "ctx_vision.1"}),
-    "CoCoOp": ("vit_b16_c4_ep10_batch1_ctxv1", [],
+    "CoCoOp": ("vit_b16_c4_ep10_batch1_ctxv1", ["MODEL.BACKBONE.NAME", "shallow"],
                4 * TEXT_W + (EMBED * (EMBED // 16) + EMBED // 16) + (EMBED // 16 * TEXT_W + TEXT_W),
                {"ctx", "meta_net.linear1.weight", "meta_net.linear1.bias",
                 "meta_net.linear2.weight", "meta_net.linear2.bias"}),
@@ -171,8 +175,9 @@ def _script(env, trainer, cfg, script, opts):
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer", list(SCRIPT_CASES))
 def test_base2new_scripts(env, trainer):
-    cfg, depth_opts, n_params, keys = SCRIPT_CASES[trainer]
-    opts = [*env["opts"], "OPTIM.MAX_EPOCH", "1", *depth_opts]
+    cfg, extra_opts, n_params, keys = SCRIPT_CASES[trainer]
+    opts = [*env["opts"], "OPTIM.MAX_EPOCH", "1",
+            *(env["shallow"] if o == "shallow" else o for o in extra_opts)]
     tail = os.path.join(DATASET, "shots_1", trainer, cfg, "seed1")
     train_dir = os.path.join(env["root"], "output", "base2new", "train_base", tail)
     test_dir = os.path.join(env["root"], "output", "base2new", "test_new", tail)
