@@ -131,6 +131,8 @@ def test_coop_then_load_errors_on_another_trainer(run):
                             "TRAINER.MMLOP.GPA_MEAN", "1.0", "DATASET.SUBSAMPLE_CLASSES", "new"))
     log = open(run.root / "mmlop_gpa" / "log.txt").read()
     assert "GPA: loaded the Gaussian-weighted average of 2 epochs" in log
+    # the final test ran 2 batches of 500 images: text features computed once, reused once
+    assert (mmlop.model.text_cache.misses, mmlop.model.text_cache.hits) == (1, 1)
     with pytest.raises(KeyError, match="lacks the prompt parameters"):
         mmlop.load_model(str(run.root / "coop"), epoch=1)
     with pytest.raises(FileNotFoundError, match="model.pth.tar-9"):
