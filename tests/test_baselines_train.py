@@ -42,7 +42,7 @@ def env(tmp_path_factory):
             "opts": ["MODEL.BACKBONE.NAME", str(ckpt), *COMMON_OPTS]}
 
 
-# ---------------------------------------------------------------- PromptSRC's GPA through train.py
+# ----------------------------------------------------------- PromptSRC's GPA through train.py
 GPA_EPOCHS, GPA_MEAN, GPA_STD = 4, 2.5, 1.0
 GPA_OPTS = ["OPTIM.MAX_EPOCH", str(GPA_EPOCHS), "TRAINER.PROMPTSRC.GPA_MEAN", str(GPA_MEAN),
             "TRAINER.PROMPTSRC.GPA_STD", str(GPA_STD), "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "2",
@@ -140,7 +140,7 @@ def test_promptsrc_gpa_uninterrupted_and_resumed(env, snapshots, monkeypatch):
         _train(env, broken)
 
 
-# ---------------------------------------------------------------- every baseline through the scripts
+# ----------------------------------------------------------- every baseline through the scripts
 SCRIPT_CASES = {
     # trainer: (config stem, opts ("shallow": the 1-text-layer CLIP file), trainable parameters
     # on the tiny CLIP, checkpoint keys)

@@ -33,7 +33,8 @@ from .prompted_model import PromptedCLIP
 PROMPT_STD = 0.02
 
 
-def text_context(clip_model: nn.Module, ctx_init: str, n_ctx: int) -> tuple[str, torch.Tensor | None]:
+def text_context(clip_model: nn.Module, ctx_init: str,
+                 n_ctx: int) -> tuple[str, torch.Tensor | None]:
     """``(prompt_prefix, init)``: the text the class prompts start with and the ``[n_ctx, D_t]``
     fp32 CPU embeddings of its first ``n_ctx`` tokens, or ``("X X ... X", None)`` for a random
     initialization (empty ``ctx_init`` or fewer than ``n_ctx`` tokens)."""
@@ -41,7 +42,8 @@ def text_context(clip_model: nn.Module, ctx_init: str, n_ctx: int) -> tuple[str,
     if text:
         n_tokens = count_tokens(text)
         if n_tokens >= n_ctx:
-            tokens = clip.tokenize(text, context_length=int(clip_model.positional_embedding.shape[0]))
+            length = int(clip_model.positional_embedding.shape[0])
+            tokens = clip.tokenize(text, context_length=length)
             weight = clip_model.token_embedding.weight
             with torch.no_grad():
                 init = weight[tokens[0, 1:1 + n_ctx].to(weight.device)].detach().float().cpu()
@@ -121,7 +123,8 @@ class IVLPPromptLearner(nn.Module):
         text = [normal_prompt(s.n_ctx_text, text_dim) for _ in range(s.depth_text)]
         if init is not None:
             if tuple(init.shape) != (s.n_ctx_text, text_dim):
-                raise ValueError(f"init must be [{s.n_ctx_text}, {text_dim}], got {tuple(init.shape)}")
+                raise ValueError(f"init must be [{s.n_ctx_text}, {text_dim}], "
+                                 f"got {tuple(init.shape)}")
             text[0] = nn.Parameter(init.detach().float().clone())
         self.ctx_text = nn.ParameterList(text)
         self.ctx_vision = nn.ParameterList(
