@@ -22,7 +22,8 @@ def _cfg(stem):
 
 
 @pytest.mark.parametrize("stem, epochs, depth", [
-    (B2N, 30, 9), (f"{B2N}_cross_datasets", 30, 3), ("vit_b16_c2_ep50_batch4_4+4ctx_few_shot", 50, 9)])
+    (B2N, 30, 9), (f"{B2N}_cross_datasets", 30, 3),
+    ("vit_b16_c2_ep50_batch4_4+4ctx_few_shot", 50, 9)])
 def test_recipe(stem, epochs, depth):
     cfg = _cfg(stem)
     o = cfg.OPTIM

@@ -49,7 +49,8 @@ def test_mmlop_iterations_on_real_dtd_with_vit_b16(tmp_path, monkeypatch, capsys
     args = train.build_parser().parse_args([
         "--root", str(tmp_path / "data"), "--seed", "1", "--trainer", "MMLoP",
         "--dataset-config-file", os.path.join(REPO, "configs/datasets/dtd.yaml"),
-        "--config-file", os.path.join(REPO, "configs/trainers/MMLoP/vit_b16_c2_ep30_batch4_4+4ctx.yaml"),
+        "--config-file",
+        os.path.join(REPO, "configs/trainers/MMLoP/vit_b16_c2_ep30_batch4_4+4ctx.yaml"),
         "--output-dir", str(out),
         "DATASET.NUM_SHOTS", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "2", "OPTIM.MAX_EPOCH", "2",
         "DATALOADER.NUM_WORKERS", "0", "TEST.NO_TEST", "True", "OPTIM.LR", "0.1"])

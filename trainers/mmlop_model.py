@@ -80,9 +80,10 @@ class MMLoPSettings:
         """Raise ``ValueError`` naming the ``TRAINER.MMLOP`` key that is out of range."""
         if self.n_ctx < 1:
             raise ValueError(f"TRAINER.MMLOP.N_CTX must be >= 1, got {self.n_ctx}")
-        if not 1 <= self.prompt_depth <= min(text_layers, vision_layers):
-            raise ValueError(f"TRAINER.MMLOP.PROMPT_DEPTH must be in 1..{min(text_layers, vision_layers)}"
-                             f" for this backbone, got {self.prompt_depth}")
+        max_depth = min(text_layers, vision_layers)
+        if not 1 <= self.prompt_depth <= max_depth:
+            raise ValueError(f"TRAINER.MMLOP.PROMPT_DEPTH must be in 1..{max_depth} for this "
+                             f"backbone, got {self.prompt_depth}")
         if self.low_rank and not 1 <= self.rank <= self.n_ctx:
             raise ValueError(f"TRAINER.MMLOP.RANK must be in 1..N_CTX ({self.n_ctx}), "
                              f"got {self.rank}")
