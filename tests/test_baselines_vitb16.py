@@ -25,20 +25,22 @@ def _n_trainable(module):
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("n_ctx, depth, expected", [(4, 9, 46_080), (2, 12, 30_720)])
-def test_ivlp_counts(vit_b16, n_ctx, depth, expected):
+@pytest.mark.parametrize("n_ctx, depth, vision_depth, expected", [
+    (4, 9, 9, 46_080), (2, 12, 12, 30_720), (4, 12, 0, 24_576)])   # the last: language only
+def test_ivlp_counts(vit_b16, n_ctx, depth, vision_depth, expected):
     settings = IVLPSettings(n_ctx_text=n_ctx, n_ctx_vision=n_ctx, depth_text=depth,
-                            depth_vision=depth)
+                            depth_vision=vision_depth)
     model = IVLPCLIP(vit_b16, CLASSES, settings)
     assert _n_trainable(model) == expected
-    assert len(list(model.prompt_learner.parameters())) == 2 * depth
+    assert len(list(model.prompt_learner.parameters())) == depth + vision_depth
 
 
-def test_promptsrc_count(vit_b16):
-    settings = IVLPSettings(n_ctx_text=4, n_ctx_vision=4, depth_text=9, depth_vision=9,
+@pytest.mark.parametrize("depth, expected", [(9, 46_080), (3, 15_360)])   # B2N, cross-dataset
+def test_promptsrc_count(vit_b16, depth, expected):
+    settings = IVLPSettings(n_ctx_text=4, n_ctx_vision=4, depth_text=depth, depth_vision=depth,
                             key="TRAINER.PROMPTSRC")
     model = PromptSRCCLIP(vit_b16, ["red circle"], settings)     # one class: 60 anchor texts
-    assert _n_trainable(model) == 46_080
+    assert _n_trainable(model) == expected
     assert model.text_anchors.shape == (1, 512)
 
 
@@ -55,6 +57,7 @@ def test_maple_count_and_couplings(vit_b16):
     assert not torch.equal(pl.proj.weight, deep[0].weight)
     for p in pl.compound_prompts_text:
         assert p.shape == (2, 512) and p.std().item() == pytest.approx(0.02, rel=0.3)
+    assert _n_trainable(MaPLeCLIP(vit_b16, CLASSES, n_ctx=2, depth=3)) == 1_185_024   # XD
 
 
 def test_cocoop_count(vit_b16):
