@@ -14,7 +14,8 @@ from trainers.cocoop import CoCoOpCLIP
 from trainers.ivlp_model import IVLPCLIP, IVLPSettings
 from trainers.maple import MaPLeCLIP
 from trainers.mmlop_model import MMLoPCLIP, MMLoPSettings
-from trainers.promptsrc import PromptSRCCLIP
+from trainers.gpa import GaussianPromptAggregator
+from trainers.promptsrc import PromptSRCCLIP, gpa_state, restore_gpa
 
 TINY = dict(vision_layers=3, transformer_layers=3, vision_width=64, transformer_width=48,
             transformer_heads=2, image_resolution=32, vision_patch_size=8, embed_dim=32)
@@ -188,6 +189,9 @@ def test_cocoop_batched_text_equals_a_per_image_loop(tiny, images):
             torch.testing.assert_close(logits[i], model.logit_scale * t @ f[i], rtol=0, atol=1e-4)
         model.text_batch = 4096                          # all images in one chunk: same logits
         torch.testing.assert_close(model(images), logits, rtol=0, atol=1e-5)
+        model.truncate_text = False                      # full 77-token sequences: same logits
+        torch.testing.assert_close(model(images), logits, rtol=0, atol=1e-5)
+        model.truncate_text = True
     pl.train()
     loss = F.cross_entropy(model(images), torch.tensor([0, 1, 2]))
     loss.backward()
@@ -263,3 +267,22 @@ def test_half_precision_backbones_keep_fp32_prompts(name, prec, images):
         model.prompt_learner.eval()
         reference.prompt_learner.eval()
         torch.testing.assert_close(model(images), reference(images), rtol=0, atol=0.25)
+
+
+def test_gpa_state_round_trip_and_schedule_check():
+    module = torch.nn.Linear(3, 2)
+    gpa = GaussianPromptAggregator(4, 2.5, 1.0)
+    gpa.add(1, module)
+    with torch.no_grad():
+        module.weight.add_(1.0)
+    gpa.add(2, module)
+    state = gpa_state(gpa)
+    restored = GaussianPromptAggregator(4, 2.5, 1.0)
+    restore_gpa(restored, state, "x.pth", torch.device("cpu"))
+    assert restored.epochs_added == [1, 2]
+    for name in ("weight", "bias"):
+        torch.testing.assert_close(restored.sum[name], gpa.sum[name], rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"x.pth was written with another GPA schedule"):
+        restore_gpa(GaussianPromptAggregator(5, 2.5, 1.0), state, "x.pth", torch.device("cpu"))
+    with pytest.raises(ValueError, match="another GPA schedule"):
+        restore_gpa(GaussianPromptAggregator(4, 3.0, 1.0), state, "x.pth", torch.device("cpu"))
