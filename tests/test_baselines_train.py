@@ -27,6 +27,15 @@ COMMON_OPTS = ["INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0",
                "TRAIN.PRINT_FREQ", "5"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The in-process runs are tiny: one intra-op thread avoids oversubscribing shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     if not os.path.isfile(os.path.join(REPO, "configs", "datasets", f"{DATASET}.yaml")):
