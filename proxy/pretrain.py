@@ -31,6 +31,10 @@ from .zeroshot import zeroshot_accuracy
 CACHE_ENV = "MMLOP_CACHE_DIR"
 
 
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
 def default_cache_dir() -> str:
     """``$MMLOP_CACHE_DIR``, else ``~/.cache/mmlop``."""
     return os.path.expanduser(os.environ.get(CACHE_ENV) or os.path.join("~", ".cache", "mmlop"))
@@ -72,7 +76,7 @@ def _optimizer(model: torch.nn.Module, config: PretrainConfig) -> torch.optim.Op
 
 
 def pretrain(seed: int, config: PretrainConfig = PretrainConfig(), log_every: int = 50,
-             log: Callable[[str], None] = print) -> dict[str, torch.Tensor]:
+             log: Callable[[str], None] = _print) -> dict[str, torch.Tensor]:
     """Train a tiny CLIP from scratch; returns its fp32 state dict (OpenAI names).
 
     Deterministic for a given seed, config and thread count (seeds torch's global RNG for the
@@ -128,7 +132,7 @@ def checkpoint_path(seed: int, config: PretrainConfig = PretrainConfig(), cache_
 
 
 def get_checkpoint(seed: int = 1, config: PretrainConfig = PretrainConfig(), cache_dir: Optional[str] = None,
-                   force: bool = False, evaluate: bool = True, log: Callable[[str], None] = print) -> str:
+                   force: bool = False, evaluate: bool = True, log: Callable[[str], None] = _print) -> str:
     """Path of the cached checkpoint of ``(config, seed)``, pretraining it first if needed.
 
     ``evaluate``: after pretraining, measure zero-shot accuracy per style (stored in the JSON

@@ -1,0 +1,45 @@
+"""The demo's figure: harmonic mean against trainable parameters (log x), as the paper's Fig. 1."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+
+def plot_hm_vs_params(rows: Sequence[dict], path: str, title: str = "") -> str:
+    """Write a PNG of ``rows`` (dicts with ``method``, ``params``, ``hm``) to ``path``; return it.
+
+    Methods with 0 trainable parameters (zero-shot) are drawn as a horizontal dashed line, since
+    they have no place on a log axis. Written atomically (temporary file, then rename).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.2), dpi=120)
+    trained = [r for r in rows if r["params"] > 0]
+    for r in rows:
+        if r["params"] <= 0:
+            ax.axhline(r["hm"], color="grey", linestyle="--", linewidth=1)
+            ax.annotate(f"{r['method']} ({r['hm']:.1f})", xy=(0.01, r["hm"]), xycoords=("axes fraction", "data"),
+                        xytext=(0, 3), textcoords="offset points", fontsize=8, color="grey")
+    for r in trained:
+        star = r["method"].startswith("MMLoP")
+        ax.scatter(r["params"], r["hm"], s=120 if star else 50, marker="*" if star else "o", zorder=3)
+        ax.annotate(r["method"], (r["params"], r["hm"]), xytext=(5, 4), textcoords="offset points", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("harmonic mean of base and novel accuracy (%)")
+    if trained:
+        lo = min(r["params"] for r in trained)
+        hi = max(r["params"] for r in trained)
+        ax.set_xlim(lo / 3, hi * 3)
+    ax.set_title(title or "Base-to-novel HM vs. trainable parameters", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,90 @@
+"""Demo driver pieces: method detection, output layout, aggregation, table, plot, CLI errors."""
+import os
+
+import pytest
+
+from proxy.demo import ABLATION_ROWS, ablation_methods, available_methods, format_table, main, summarize
+from proxy.plot import plot_hm_vs_params
+from proxy.runs import Method, RunResult, harmonic_mean, run_dirs
+
+
+def test_harmonic_mean():
+    assert harmonic_mean(80.0, 60.0) == pytest.approx(68.5714, abs=1e-4)
+    assert harmonic_mean(0.0, 0.0) == 0.0
+
+
+def test_run_dirs_follow_the_base2new_scripts_layout():
+    m = Method("MMLoP", "MMLoP", "tiny_4+4ctx_ep10")
+    train, test = run_dirs("/o", "synthetic_warm", m, 2)
+    assert train == "/o/base2new/train_base/synthetic_warm/shots_16/MMLoP/tiny_4+4ctx_ep10/seed2"
+    assert test == "/o/base2new/test_new/synthetic_warm/shots_16/MMLoP/tiny_4+4ctx_ep10/seed2"
+    tagged = Method("+ low-rank", "MMLoP", "tiny_4+4ctx_ep10", tag="tiny_4+4ctx_ep10_ablation_lowrank")
+    assert run_dirs("/o", "d", tagged, 1)[0].endswith("/MMLoP/tiny_4+4ctx_ep10_ablation_lowrank/seed1")
+
+
+def test_methods_are_registered_trainers_with_tiny_configs():
+    methods = available_methods()
+    names = [m.trainer for m in methods]
+    assert names[:2] == ["ZeroshotCLIP", "CoOp"] and names[-1] == "MMLoP"
+    for m in methods:
+        assert os.path.isfile(m.config_file()), m
+        assert m.trains == (m.trainer != "ZeroshotCLIP")
+    assert [m.trainer for m in available_methods(("MMLoP", "ZeroshotCLIP"))] == ["ZeroshotCLIP", "MMLoP"]
+
+
+def test_ablation_rows_reach_every_setting_by_opts_alone():
+    rows = ablation_methods()
+    assert [m.label for m in rows] == [label for label, _, _ in ABLATION_ROWS]
+    assert len({m.folder for m in rows}) == len(rows)
+    ivlp = dict(zip(rows[0].opts[::2], rows[0].opts[1::2]))
+    assert ivlp["TRAINER.MMLOP.FULL_RANK"] == "True" and ivlp["TRAINER.MMLOP.DRIFT_CORRECTION"] == "False"
+    assert rows[-1].opts == ()  # the full method is the config itself
+    # Every opts key exists in MMLoP's config node.
+    from dassl.config import get_cfg_default
+    import trainers
+
+    cfg = get_cfg_default()
+    trainers.extend_cfg(cfg)
+    for m in rows:
+        cfg.clone().merge_from_list(list(m.opts))
+
+
+def _results():
+    out = []
+    for seed, (b, n) in enumerate([(80.0, 60.0), (90.0, 70.0)], 1):
+        out.append(RunResult("CoOp", "synthetic_warm", seed, b, n, 512))
+        out.append(RunResult("ZeroshotCLIP", "synthetic_warm", seed, 50.0, 55.0, 0))
+    out.append(RunResult("CoOp", "synthetic_small", 1, 70.0, 40.0, 512))
+    return out
+
+
+def test_summary_averages_seeds_then_datasets_and_formats_a_table():
+    methods = [Method("ZeroshotCLIP", "ZeroshotCLIP", "tiny_clip", trains=False), Method("CoOp", "CoOp", "tiny")]
+    rows = summarize(_results(), methods, ["synthetic_warm", "synthetic_small"])
+    coop = rows[1]
+    assert coop["per_dataset"]["synthetic_warm"] == pytest.approx(
+        {"base": 85.0, "novel": 65.0, "hm": harmonic_mean(85.0, 65.0), "seeds": 2})
+    assert coop["base"] == pytest.approx(77.5) and coop["novel"] == pytest.approx(52.5)
+    assert coop["hm"] == pytest.approx(harmonic_mean(77.5, 52.5))
+    assert rows[0]["per_dataset"].keys() == {"synthetic_warm"}
+    table = format_table(rows, ["synthetic_warm", "synthetic_small"])
+    lines = table.splitlines()
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines]
+    assert cells[0] == ["method", "trainable params", "base", "novel", "HM", "HM synthetic_warm", "HM synthetic_small"]
+    assert cells[3][:5] == ["CoOp", "512", "77.50", "52.50", f"{harmonic_mean(77.5, 52.5):.2f}"]
+    assert cells[2][0] == "ZeroshotCLIP" and cells[2][-1] == "-"  # no synthetic_small run
+
+
+def test_plot_is_written(tmp_path):
+    rows = [{"method": "ZeroshotCLIP", "params": 0, "hm": 50.0}, {"method": "CoOp", "params": 512, "hm": 60.0},
+            {"method": "MMLoP", "params": 780, "hm": 70.0}]
+    path = plot_hm_vs_params(rows, str(tmp_path / "p" / "hm.png"))
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(tmp_path / "p") == ["hm.png"]
+
+
+def test_cli_rejects_unknown_dataset(capsys):
+    with pytest.raises(SystemExit):
+        main(["--datasets", "synthetic_neon"])
+    assert "no configs/datasets/<name>.yaml for: synthetic_neon" in capsys.readouterr().err
