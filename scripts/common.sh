@@ -20,6 +20,13 @@ default_cfg() {
         CoOp:base2new) echo "vit_b16_c4_ep10_batch1_ctxv1" ;;
         CoOp:xd | CoOp:few_shot) echo "vit_b16_ep50_ctxv1" ;;
         ZeroshotCLIP:*) echo "vit_b16" ;;
+        IVLP:base2new) echo "vit_b16_c2_ep20_batch4_4+4ctx" ;;
+        MaPLe:base2new) echo "vit_b16_c2_ep5_batch4_2ctx" ;;
+        MaPLe:xd) echo "vit_b16_c2_ep5_batch4_2ctx_cross_datasets" ;;
+        PromptSRC:base2new) echo "vit_b16_c2_ep20_batch4_4+4ctx" ;;
+        PromptSRC:xd) echo "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets" ;;
+        PromptSRC:few_shot) echo "vit_b16_c2_ep50_batch4_4+4ctx_few_shot" ;;
+        CoCoOp:base2new | CoCoOp:xd) echo "vit_b16_c4_ep10_batch1_ctxv1" ;;
         *) echo "error: no default config for TRAINER=${TRAINER}; set CFG to a file stem of" \
                 "configs/trainers/${TRAINER}/" >&2
            return 1 ;;
