@@ -14,8 +14,8 @@ from trainers.cocoop import CoCoOpCLIP
 from trainers.ivlp_model import IVLPCLIP, IVLPSettings
 from trainers.maple import MaPLeCLIP
 from trainers.mmlop_model import MMLoPCLIP, MMLoPSettings
-from trainers.gpa import GaussianPromptAggregator
-from trainers.promptsrc import PromptSRCCLIP, gpa_state, restore_gpa
+from trainers.gpa import GaussianPromptAggregator, gpa_state, restore_gpa
+from trainers.promptsrc import PromptSRCCLIP
 
 TINY = dict(vision_layers=3, transformer_layers=3, vision_width=64, transformer_width=48,
             transformer_heads=2, image_resolution=32, vision_patch_size=8, embed_dim=32)

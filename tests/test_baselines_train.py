@@ -1,6 +1,6 @@
 """The baseline trainers end to end on the synthetic dataset with a tiny random CLIP file:
-PromptSRC's Gaussian prompt aggregation through train.py (uninterrupted and resumed), and every
-baseline through scripts/base2new_train.sh and scripts/base2new_test.sh."""
+Gaussian prompt aggregation of PromptSRC and MMLoP through train.py (uninterrupted and resumed),
+and every baseline through scripts/base2new_train.sh and scripts/base2new_test.sh."""
 from __future__ import annotations
 
 import json
@@ -14,6 +14,7 @@ import torch
 
 from clip.model import build_model_from_config
 from trainers.gpa import GaussianPromptAggregator, gpa_weights
+from trainers.mmlop import MMLoP
 from trainers.promptsrc import PromptSRC
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,23 +52,39 @@ def env(tmp_path_factory):
             "opts": ["MODEL.BACKBONE.NAME", str(ckpt), *COMMON_OPTS]}
 
 
-# ----------------------------------------------------------- PromptSRC's GPA through train.py
+# ------------------------------------------------ GPA (PromptSRC, MMLoP) through train.py
 GPA_EPOCHS, GPA_MEAN, GPA_STD = 4, 2.5, 1.0
-GPA_OPTS = ["OPTIM.MAX_EPOCH", str(GPA_EPOCHS), "TRAINER.PROMPTSRC.GPA_MEAN", str(GPA_MEAN),
-            "TRAINER.PROMPTSRC.GPA_STD", str(GPA_STD), "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "2",
-            "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "2", "TRAIN.CHECKPOINT_FREQ", "1",
-            "TEST.NO_TEST", "True", "DATASET.NUM_SHOTS", "1", "DATASET.SUBSAMPLE_CLASSES", "base"]
+GPA_RUN_OPTS = ["OPTIM.MAX_EPOCH", str(GPA_EPOCHS), "TRAIN.CHECKPOINT_FREQ", "1",
+                "TEST.NO_TEST", "True", "DATASET.NUM_SHOTS", "1",
+                "DATASET.SUBSAMPLE_CLASSES", "base"]
+GPA_CASES = {
+    # trainer: (class, config stem, opts, a layer-1 prompt parameter, "loaded" log line,
+    # trainable parameters on the tiny CLIP)
+    "PromptSRC": (PromptSRC, "vit_b16_c2_ep20_batch4_4+4ctx",
+                  ["TRAINER.PROMPTSRC.GPA_MEAN", str(GPA_MEAN), "TRAINER.PROMPTSRC.GPA_STD",
+                   str(GPA_STD), "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "2",
+                   "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "2"],
+                  "ctx_text.1",
+                  "GPA: loaded the Gaussian-weighted average of the prompts of 4 epochs",
+                  2 * (4 * TEXT_W + 4 * VISION_W)),
+    "MMLoP": (MMLoP, "vit_b16_c2_ep30_batch4_4+4ctx",
+              ["TRAINER.MMLOP.GPA", "True", "TRAINER.MMLOP.GPA_MEAN", str(GPA_MEAN),
+               "TRAINER.MMLOP.GPA_STD", str(GPA_STD), "TRAINER.MMLOP.PROMPT_DEPTH", "2"],
+              "V_text.1",
+              "GPA: loaded the Gaussian-weighted average of 4 epochs",
+              2 * (4 * 1 + 1 * TEXT_W + 1 * VISION_W)),      # U [4, 1], V_text, V_vision
+}
 
 
-def _train(env, out: str):
+def _train(env, trainer: str, out: str):
     import train
 
+    cfg, opts = GPA_CASES[trainer][1:3]
     args = train.build_parser().parse_args([
-        "--root", env["data"], "--seed", "1", "--trainer", "PromptSRC",
+        "--root", env["data"], "--seed", "1", "--trainer", trainer,
         "--dataset-config-file", os.path.join(REPO, "configs", "datasets", f"{DATASET}.yaml"),
-        "--config-file", os.path.join(REPO, "configs", "trainers", "PromptSRC",
-                                      "vit_b16_c2_ep20_batch4_4+4ctx.yaml"),
-        "--output-dir", out, *env["opts"], *GPA_OPTS])
+        "--config-file", os.path.join(REPO, "configs", "trainers", trainer, f"{cfg}.yaml"),
+        "--output-dir", out, *env["opts"], *GPA_RUN_OPTS, *opts])
     return train.main(args)
 
 
@@ -97,43 +114,45 @@ def _saved_prompts(out: str, epoch: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_promptsrc_gpa_uninterrupted_and_resumed(env, snapshots, monkeypatch):
-    full = str(env["root"] / "gpa_full")
-    trainer = _train(env, full)
+@pytest.mark.parametrize("trainer_name", list(GPA_CASES))
+def test_gpa_uninterrupted_and_resumed(env, snapshots, monkeypatch, trainer_name):
+    trainer_cls, _, _, layer1, loaded_line, n_params = GPA_CASES[trainer_name]
+    full = str(env["root"] / trainer_name / "gpa_full")
+    trainer = _train(env, trainer_name, full)
     expected = _weighted_average(snapshots)
     final = dict(trainer.model.prompt_learner.named_parameters())
     saved = _saved_prompts(full, GPA_EPOCHS)
     for name, value in expected.items():
         torch.testing.assert_close(final[name].detach(), value, rtol=0, atol=1e-7)
         torch.testing.assert_close(saved[name], value, rtol=0, atol=1e-7)
-    last = snapshots[GPA_EPOCHS]["ctx_text.1"]
-    assert not torch.allclose(saved["ctx_text.1"], last, atol=1e-6)   # the average, not epoch 4
+    last = snapshots[GPA_EPOCHS][layer1]
+    assert not torch.allclose(saved[layer1], last, atol=1e-6)   # the average, not epoch 4
     log = open(os.path.join(full, "log.txt")).read()
-    assert "GPA: loaded the Gaussian-weighted average of the prompts of 4 epochs" in log
+    assert loaded_line in log
     assert "loss_text" in log and "loss_image" in log and "loss_kl" in log
-    assert "Number of trainable parameters: 1,536" in log         # 2 x (4 x 64 + 4 x 128)
+    assert f"Number of trainable parameters: {n_params:,}" in log
 
     # killed after epoch 2, then the same command again: resumes with the GPA accumulator
-    resumed = str(env["root"] / "gpa_resumed")
+    resumed = str(env["root"] / trainer_name / "gpa_resumed")
     full_snaps = dict(snapshots)
     snapshots.clear()
-    original = PromptSRC.after_epoch
+    original = trainer_cls.after_epoch
 
     def killed_after_2(self):
         original(self)
         if self.epoch + 1 == 2:
             raise KeyboardInterrupt("simulated kill after epoch 2")
 
-    monkeypatch.setattr(PromptSRC, "after_epoch", killed_after_2)
+    monkeypatch.setattr(trainer_cls, "after_epoch", killed_after_2)
     with pytest.raises(KeyboardInterrupt):
-        _train(env, resumed)
-    monkeypatch.setattr(PromptSRC, "after_epoch", original)
+        _train(env, trainer_name, resumed)
+    monkeypatch.setattr(trainer_cls, "after_epoch", original)
     assert os.path.isfile(os.path.join(resumed, "prompt_learner", "gpa_state.pth.tar-2"))
-    broken = str(env["root"] / "gpa_broken")
+    broken = str(env["root"] / trainer_name / "gpa_broken")
     shutil.copytree(resumed, broken)
     os.remove(os.path.join(broken, "prompt_learner", "gpa_state.pth.tar-2"))
 
-    _train(env, resumed)
+    _train(env, trainer_name, resumed)
     log = open(os.path.join(resumed, sorted(n for n in os.listdir(resumed)
                                             if n.startswith("log.txt-"))[0])).read()
     assert "Previous epoch: 2" in log and "GPA: restored the accumulator of epochs [1, 2]" in log
@@ -145,8 +164,9 @@ def test_promptsrc_gpa_uninterrupted_and_resumed(env, snapshots, monkeypatch):
         torch.testing.assert_close(saved_resumed[name], value, rtol=0, atol=1e-6)
         torch.testing.assert_close(snapshots[3][name], full_snaps[3][name], rtol=0, atol=1e-6)
 
-    with pytest.raises(FileNotFoundError, match=r"gpa_state.pth.tar-2 is missing"):
-        _train(env, broken)
+    missing = rf"(?s)gpa_state.pth.tar-2 is missing.*TRAINER.{trainer_name.upper()}.GPA False"
+    with pytest.raises(FileNotFoundError, match=missing):
+        _train(env, trainer_name, broken)
 
 
 # ----------------------------------------------------------- every baseline through the scripts

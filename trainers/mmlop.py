@@ -33,6 +33,15 @@ Ablation rows of the paper (Table 4), by config alone (append to any MMLoP comma
 * + consistency: ``TRAINER.MMLOP.SHARE_U none TRAINER.MMLOP.DRIFT_CORRECTION False``
 * + drift correction: ``TRAINER.MMLOP.SHARE_U none``
 * + shared U (MMLoP): no opts.
+
+GPA (``trainers/gpa.py``'s ``GPAMixin``, shared with PromptSRC): after the optimizer and
+LR-scheduler steps of the last batch of epoch ``e`` the prompt tensors are accumulated with weight
+``N(e; GPA_MEAN, GPA_STD^2)`` (normalized over ``1..OPTIM.MAX_EPOCH``); after the last epoch the
+aggregate replaces the prompts, so it is what ``model.pth.tar-<MAX_EPOCH>`` holds and what is
+tested. Every checkpoint ``prompt_learner/model.pth.tar-<e>`` gets a sibling
+``prompt_learner/gpa_state.pth.tar-<e>`` (the accumulator, written atomically) that ``--resume``
+restores, so a resumed run aggregates exactly as an uninterrupted one; a missing state file or a
+changed schedule stops the resume with an error naming ``TRAINER.MMLOP.GPA*``.
 """
 from __future__ import annotations
 
@@ -42,7 +51,7 @@ from dassl.engine import TRAINER_REGISTRY
 from dassl.metrics import compute_accuracy
 
 from .consistency import consistency_loss
-from .gpa import GaussianPromptAggregator
+from .gpa import GPAMixin
 from .mmlop_model import MMLoPCLIP, MMLoPSettings
 from .prompt_trainer import PromptTrainer
 
@@ -70,7 +79,7 @@ def add_config(cfg) -> None:
 
 
 @TRAINER_REGISTRY.register()
-class MMLoP(PromptTrainer):
+class MMLoP(GPAMixin, PromptTrainer):
     """Multi-Modal Low-Rank Prompting (``reference/mmlop_method.md``)."""
 
     def build_model(self) -> None:
@@ -81,9 +90,7 @@ class MMLoP(PromptTrainer):
         self.model = MMLoPCLIP(clip_model, self.dm.dataset.classnames, settings, self.precision)
         self.settings = settings
         self.register_prompt_learner(self.model.prompt_learner)
-        node = cfg.TRAINER.MMLOP
-        self.gpa = (GaussianPromptAggregator(cfg.OPTIM.MAX_EPOCH, node.GPA_MEAN, node.GPA_STD)
-                    if node.GPA else None)
+        self.build_gpa(cfg.TRAINER.MMLOP, "TRAINER.MMLOP")
 
     def forward_backward(self, batch) -> dict:
         image, label = self.parse_batch_train(batch)
@@ -97,12 +104,7 @@ class MMLoP(PromptTrainer):
         summary.update(parts)
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
-            if self.gpa is not None:
-                self.gpa.add(self.epoch + 1, self.model.prompt_learner)
-                if self.epoch + 1 == self.max_epoch:
-                    self.gpa.load_into(self.model.prompt_learner)
-                    print(f"GPA: loaded the Gaussian-weighted average of "
-                          f"{len(self.gpa.epochs_added)} epochs")
+            self.aggregate(self.epoch + 1)
         return summary
 
     def model_inference(self, input):
