@@ -19,9 +19,20 @@ TINY_RESNET = dict(TINY_VIT, image_resolution=64, vision_layers=(1, 1, 1, 1), vi
                    vision_patch_size=None)
 
 
-def tiny_model(config=TINY_VIT, seed: int = 0):
+def tiny_model(config=TINY_VIT, seed: int = 0, **overrides):
+    """A CLIP in eval mode with random weights drawn after ``torch.manual_seed(seed)``, from a
+    config dict or a ``MODEL_CONFIGS`` name with ``overrides`` (``build_model_from_config``)."""
     torch.manual_seed(seed)
-    return build_model_from_config(config).eval()
+    return build_model_from_config(config, **overrides).eval()
+
+
+def record_block_inputs(blocks):
+    """Pre-hooks recording the (sequence-first) input of every block; returns (dict, handles)."""
+    seen, handles = {}, []
+    for i, b in enumerate(blocks):
+        handles.append(b.register_forward_pre_hook(
+            lambda m, args, i=i: seen.__setitem__(i, args[0].detach().clone())))
+    return seen, handles
 
 
 def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:

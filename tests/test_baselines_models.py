@@ -16,6 +16,7 @@ from trainers.maple import MaPLeCLIP
 from trainers.mmlop_model import MMLoPCLIP, MMLoPSettings
 from trainers.gpa import GaussianPromptAggregator, gpa_state, restore_gpa
 from trainers.promptsrc import PromptSRCCLIP
+from tests.clip_helpers import record_block_inputs, tiny_model
 
 TINY = dict(vision_layers=3, transformer_layers=3, vision_width=64, transformer_width=48,
             transformer_heads=2, image_resolution=32, vision_patch_size=8, embed_dim=32)
@@ -24,22 +25,12 @@ CLASSES = ["red circle", "blue square", "green_triangle", "a much longer class n
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.manual_seed(0)
-    return build_model_from_config("ViT-B/16", **TINY).eval()
+    return tiny_model("ViT-B/16", **TINY)
 
 
 @pytest.fixture(scope="module")
 def images():
     return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-
-
-def _block_inputs(blocks):
-    """Pre-hooks recording the (sequence-first) input of every block; returns (dict, handles)."""
-    seen, handles = {}, []
-    for i, b in enumerate(blocks):
-        handles.append(b.register_forward_pre_hook(
-            lambda m, args, i=i: seen.__setitem__(i, args[0].detach().clone())))
-    return seen, handles
 
 
 def _randomize(module, seed):
@@ -78,7 +69,7 @@ def test_ivlp_towers_take_their_own_depths_and_lengths(tiny, images):
     text, vision = model.prompt_learner()
     assert [tuple(p.shape) for p in text] == [(2, 48)] * 3
     assert [tuple(p.shape) for p in vision] == [(3, 64)]
-    seen, handles = _block_inputs(tiny.visual.transformer.resblocks)
+    seen, handles = record_block_inputs(tiny.visual.transformer.resblocks)
     with torch.no_grad():
         model.prompt_learner.eval()
         model(images)
@@ -129,8 +120,8 @@ def test_maple_vision_rows_are_the_coupled_text_prompts(tiny, images):
     _randomize(pl, seed=2)
     maps = [pl.proj, *deep]
     texts = [pl.ctx, *pl.compound_prompts_text]
-    v_seen, v_handles = _block_inputs(tiny.visual.transformer.resblocks)
-    t_seen, t_handles = _block_inputs(tiny.transformer.resblocks)
+    v_seen, v_handles = record_block_inputs(tiny.visual.transformer.resblocks)
+    t_seen, t_handles = record_block_inputs(tiny.transformer.resblocks)
     with torch.no_grad():
         pl.eval()
         model(images)

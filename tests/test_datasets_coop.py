@@ -7,30 +7,16 @@ import json
 import os
 import re
 import shutil
-from pathlib import Path
 
 import pytest
-from yacs.config import CfgNode as CN
 
 from dassl.data.datasets.build import build_dataset
 
 import datasets  # noqa: F401  (registers the loaders)
+from tests.helpers import SHARED_DATA, make_cfg, skip_unless_dir
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SPLITS = SHARED / "coop_splits"
-REAL = SHARED / "real"
-
-
-def make_cfg(root, name, shots=0, seed=1, subsample="all"):
-    cfg = CN()
-    cfg.SEED = seed
-    cfg.VERBOSE = False
-    cfg.DATASET = CN()
-    cfg.DATASET.ROOT = str(root)
-    cfg.DATASET.NAME = name
-    cfg.DATASET.NUM_SHOTS = shots
-    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
-    return cfg
+SPLITS = SHARED_DATA / "coop_splits"
+REAL = SHARED_DATA / "real"
 
 
 # name: (dataset folder, image folder, classes, train, val, test, base, new, {label: classname})
@@ -68,8 +54,7 @@ def coop_root(tmp_path_factory):
     Only the images the loaders check are generated (``checked_entries``; every train/val image for
     ``FULL_TRAIN_VAL``): generating all ~86k listed files costs tens of seconds on a busy disk.
     """
-    if not SPLITS.is_dir():
-        pytest.skip(f"{SPLITS} is absent")
+    skip_unless_dir(SPLITS)
     root = tmp_path_factory.mktemp("coop")
     for name, (dirname, image_subdir, *_rest) in UPSTREAM.items():
         dataset_dir = root / dirname
@@ -133,8 +118,7 @@ def test_stanford_cars_names_are_year_first(coop_root):
 
 def real_root(tmp_path, dirname, image_subdir, name):
     source = REAL / dirname
-    if not source.is_dir():
-        pytest.skip(f"{source} is absent")
+    skip_unless_dir(source)
     dataset_dir = tmp_path / dirname
     dataset_dir.mkdir()
     os.symlink(source / image_subdir, dataset_dir / image_subdir)

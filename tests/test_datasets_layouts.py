@@ -9,31 +9,9 @@ from dassl.data.datasets.build import build_dataset
 
 import datasets  # noqa: F401  (registers the loaders)
 from datasets.protocol import DatasetNotFoundError
+from tests.helpers import REPO, make_cfg, touch, write
 
 WNIDS = {"n01440764": "tench", "n01443537": "goldfish", "n01484850": "great white shark", "n01491361": "tiger shark"}
-
-
-def make_cfg(root, name, shots=0, seed=1, subsample="all"):
-    cfg = CN()
-    cfg.SEED = seed
-    cfg.VERBOSE = False
-    cfg.DATASET = CN()
-    cfg.DATASET.ROOT = str(root)
-    cfg.DATASET.NAME = name
-    cfg.DATASET.NUM_SHOTS = shots
-    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
-    return cfg
-
-
-def touch(path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    open(path, "wb").close()
-
-
-def write(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
 
 
 def write_classnames(folder, wnids=WNIDS):
@@ -303,7 +281,6 @@ def test_only_the_fewshot_cache_is_written(tmp_path):
 
 # ------------------------------------------------------------------ registry, configs, docs
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {
     "caltech101": "Caltech101", "dtd": "DescribableTextures", "eurosat": "EuroSAT", "fgvc_aircraft": "FGVCAircraft",
     "food101": "Food101", "imagenet": "ImageNet", "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR",

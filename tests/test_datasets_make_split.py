@@ -3,42 +3,16 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from yacs.config import CfgNode as CN
 
 from dassl.data.datasets.build import build_dataset
 
 import datasets  # noqa: F401  (registers the loaders)
 from datasets import make_split as ms
 from datasets.protocol import DatasetNotFoundError
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def make_cfg(root, name, shots=0, subsample="all"):
-    cfg = CN()
-    cfg.SEED = 1
-    cfg.VERBOSE = False
-    cfg.DATASET = CN()
-    cfg.DATASET.ROOT = str(root)
-    cfg.DATASET.NAME = name
-    cfg.DATASET.NUM_SHOTS = shots
-    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
-    return cfg
-
-
-def touch(path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    open(path, "wb").close()
-
-
-def write(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
+from tests.helpers import REPO, make_cfg, touch, write
 
 
 def load(path):

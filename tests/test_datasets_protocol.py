@@ -4,23 +4,11 @@ import os
 import random
 
 import pytest
-from yacs.config import CfgNode as CN
 
 from dassl.data.datasets.base_dataset import DatasetBase, Datum
 from datasets import protocol
 from datasets.oxford_pets import OxfordPets
-
-
-def make_cfg(root, shots=0, seed=1, subsample="all", name="OxfordPets"):
-    cfg = CN()
-    cfg.SEED = seed
-    cfg.VERBOSE = True
-    cfg.DATASET = CN()
-    cfg.DATASET.ROOT = str(root)
-    cfg.DATASET.NAME = name
-    cfg.DATASET.NUM_SHOTS = shots
-    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
-    return cfg
+from tests.helpers import make_cfg
 
 
 def make_items(image_dir, n_classes=5, per_class=10, touch=True):
@@ -82,7 +70,7 @@ def test_fewshot_differs_across_seeds_and_keeps_small_classes_whole(data):
 
 def test_cache_is_json_with_relative_paths_and_is_reused(data, capsys):
     dataset_dir, image_dir, items = data
-    cfg = make_cfg("unused", shots=2, seed=5)
+    cfg = make_cfg("unused", "OxfordPets", shots=2, seed=5)
     first = protocol.finalize_splits(cfg, dataset_dir, image_dir, items, items, items, anchor="x")
     out = capsys.readouterr().out
     path = os.path.join(dataset_dir, "split_fewshot", "shot_2-seed_5.json")
@@ -187,7 +175,7 @@ def test_subsample_base_new_rule_and_relabelling(capsys):
 def test_invalid_subsample_names_the_config_key(data):
     dataset_dir, image_dir, items = data
     with pytest.raises(ValueError, match=r"DATASET.SUBSAMPLE_CLASSES must be one of 'all', 'base', 'new', got 'bas'"):
-        protocol.finalize_splits(make_cfg("x", subsample="bas"), dataset_dir, image_dir, items, items, items, anchor="x")
+        protocol.finalize_splits(make_cfg("x", "OxfordPets", subsample="bas"), dataset_dir, image_dir, items, items, items, anchor="x")
 
 
 def test_upstream_static_methods_are_the_shared_ones():

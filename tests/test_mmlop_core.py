@@ -9,6 +9,7 @@ import clip
 from clip.model import build_model_from_config
 from trainers.prompted_clip import (ClassPrompts, PromptedImageEncoder, PromptedTextEncoder,
                                     TextFeatureCache, count_tokens)
+from tests.clip_helpers import record_block_inputs, tiny_model
 
 TINY = dict(vision_layers=3, transformer_layers=3, vision_width=64, transformer_width=64,
             transformer_heads=2, image_resolution=32, vision_patch_size=8, embed_dim=32)
@@ -16,8 +17,7 @@ TINY = dict(vision_layers=3, transformer_layers=3, vision_width=64, transformer_
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.manual_seed(0)
-    return build_model_from_config("ViT-B/16", **TINY).eval()
+    return tiny_model("ViT-B/16", **TINY)
 
 
 def test_unprompted_encoders_equal_stock_clip(tiny):
@@ -34,22 +34,13 @@ def test_unprompted_encoders_equal_stock_clip(tiny):
         torch.testing.assert_close(image(images), tiny.encode_image(images), rtol=0, atol=1e-6)
 
 
-def _block_inputs(blocks):
-    """Register pre-hooks that record the (sequence-first) input of every block."""
-    seen, handles = {}, []
-    for i, b in enumerate(blocks):
-        handles.append(b.register_forward_pre_hook(
-            lambda m, args, i=i: seen.__setitem__(i, args[0].detach().clone())))
-    return seen, handles
-
-
 def test_text_prompt_placement_row_by_row(tiny):
     n, d = 2, 64
     tokens = clip.tokenize(["X X red circle.", "X X blue square."])
     eot = tokens.argmax(-1)
     prompts = [torch.randn(n, d), torch.randn(n, d), None]   # depth 2, layer 2 unprompted
     enc = PromptedTextEncoder(tiny)
-    seen, handles = _block_inputs(tiny.transformer.resblocks)
+    seen, handles = record_block_inputs(tiny.transformer.resblocks)
     with torch.no_grad():
         emb = tiny.token_embedding(tokens)
         enc(emb, eot, prompts, truncate=False)
@@ -75,7 +66,7 @@ def test_vision_prompt_placement_row_by_row(tiny):
     images = torch.randn(2, 3, 32, 32)
     prompts = [torch.randn(n, d), torch.randn(2, n, d)]      # shared, then per-image
     v = tiny.visual
-    seen, handles = _block_inputs(v.transformer.resblocks)
+    seen, handles = record_block_inputs(v.transformer.resblocks)
     with torch.no_grad():
         PromptedImageEncoder(tiny)(images, prompts)
     for h in handles:
