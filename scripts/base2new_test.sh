@@ -8,19 +8,11 @@ if [ $# -lt 2 ]; then echo "usage: $0 DATASET SEED [KEY VALUE ...]" >&2; exit 2;
 DATASET=$1
 SEED=$2
 shift 2
-CFG=${CFG:-$(default_cfg base2new)}
-check_inputs "${DATASET}"
+use_config base2new "${DATASET}"
 COMMON_DIR=${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
 MODEL_DIR=${OUTPUT}/base2new/train_base/${COMMON_DIR}
 DIR=${OUTPUT}/base2new/test_new/${COMMON_DIR}
 if finished "${DIR}"; then exit 0; fi
-LOAD=()
-if ! is_eval_only; then
-    require_model "${MODEL_DIR}" "scripts/base2new_train.sh ${DATASET} ${SEED}"
-    LOAD=(--model-dir "${MODEL_DIR}" --load-epoch "$(load_epoch "$@")")
-fi
-"${PYTHON}" train.py --root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}" \
-    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
-    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "${DIR}" "${LOAD[@]}" --eval-only \
+set_model_args "${MODEL_DIR}" "scripts/base2new_train.sh ${DATASET} ${SEED}" "$@"
+train_py "${DATASET}" "${SEED}" "${DIR}" "${MODEL_ARGS[@]}" --eval-only \
     DATASET.NUM_SHOTS "${SHOTS}" DATASET.SUBSAMPLE_CLASSES new "$@"

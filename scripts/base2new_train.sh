@@ -9,14 +9,8 @@ if [ $# -lt 2 ]; then echo "usage: $0 DATASET SEED [KEY VALUE ...]" >&2; exit 2;
 DATASET=$1
 SEED=$2
 shift 2
-CFG=${CFG:-$(default_cfg base2new)}
-check_inputs "${DATASET}"
+use_config base2new "${DATASET}"
 DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
 if finished "${DIR}"; then exit 0; fi
-EXTRA=()
-if is_eval_only; then EXTRA=(--eval-only); fi
-"${PYTHON}" train.py --root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}" \
-    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
-    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "${DIR}" "${EXTRA[@]}" \
+run_train "${DATASET}" "${SEED}" "${DIR}" \
     DATASET.NUM_SHOTS "${SHOTS}" DATASET.SUBSAMPLE_CLASSES base "$@"

@@ -33,6 +33,13 @@ default_cfg() {
     esac
 }
 
+# use_config PROTOCOL DATASET: CFG defaults to the PROTOCOL's config for $TRAINER (default_cfg);
+# the dataset and trainer config files must exist (check_inputs).
+use_config() {
+    CFG=${CFG:-$(default_cfg "$1")}
+    check_inputs "$2"
+}
+
 # check_inputs DATASET: the dataset and trainer config files must exist.
 check_inputs() {
     if [ ! -f "configs/datasets/$1.yaml" ]; then
@@ -71,4 +78,39 @@ require_model() {
 # is_eval_only: trainers with nothing to train are only evaluated.
 is_eval_only() {
     [ "${TRAINER}" = "ZeroshotCLIP" ]
+}
+
+# set_model_args MODEL_DIR HINT [KEY VALUE ...]: MODEL_ARGS=(--model-dir MODEL_DIR --load-epoch
+# <OPTIM.MAX_EPOCH after the overrides>), after checking that MODEL_DIR exists (HINT: the command
+# that trains it); empty for eval-only trainers.
+set_model_args() {
+    MODEL_ARGS=()
+    if is_eval_only; then return 0; fi
+    require_model "$1" "$2"
+    local model_dir=$1
+    shift 2
+    MODEL_ARGS=(--model-dir "${model_dir}" --load-epoch "$(load_epoch "$@")")
+}
+
+# train_py DATASET SEED DIR [ARGS ...]: train.py for $TRAINER with configs/trainers/$TRAINER/$CFG
+# on configs/datasets/DATASET.yaml, output DIR, --seed SEED (none when SEED is empty); ARGS are
+# further flags, then KEY VALUE opts.
+train_py() {
+    local dataset=$1 seed=$2 dir=$3
+    shift 3
+    local seed_args=()
+    if [ -n "${seed}" ]; then seed_args=(--seed "${seed}"); fi
+    "${PYTHON}" train.py --root "${DATA}" "${seed_args[@]}" --trainer "${TRAINER}" \
+        --dataset-config-file "configs/datasets/${dataset}.yaml" \
+        --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
+        --output-dir "${dir}" "$@"
+}
+
+# run_train DATASET SEED DIR [KEY VALUE ...]: train_py; eval-only trainers get --eval-only.
+run_train() {
+    if is_eval_only; then
+        train_py "$1" "$2" "$3" --eval-only "${@:4}"
+    else
+        train_py "$@"
+    fi
 }

@@ -9,13 +9,7 @@ DATASET=$1
 SEED=$2
 shift 2
 if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then SHOTS=$1; shift; fi
-CFG=${CFG:-$(default_cfg few_shot)}
-check_inputs "${DATASET}"
+use_config few_shot "${DATASET}"
 DIR=${OUTPUT}/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
 if finished "${DIR}"; then exit 0; fi
-EXTRA=()
-if is_eval_only; then EXTRA=(--eval-only); fi
-"${PYTHON}" train.py --root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}" \
-    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
-    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "${DIR}" "${EXTRA[@]}" DATASET.NUM_SHOTS "${SHOTS}" "$@"
+run_train "${DATASET}" "${SEED}" "${DIR}" DATASET.NUM_SHOTS "${SHOTS}" "$@"

@@ -9,17 +9,9 @@ DATASET=$1
 SEED=$2
 shift 2
 SOURCE=${SOURCE:-imagenet}
-CFG=${CFG:-$(default_cfg xd)}
-check_inputs "${DATASET}"
+use_config xd "${DATASET}"
 MODEL_DIR=${OUTPUT}/${SOURCE}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
 DIR=${OUTPUT}/evaluation/${TRAINER}/${CFG}_${SHOTS}shots/${DATASET}/seed${SEED}
 if finished "${DIR}"; then exit 0; fi
-LOAD=()
-if ! is_eval_only; then
-    require_model "${MODEL_DIR}" "scripts/xd_train.sh ${SEED}"
-    LOAD=(--model-dir "${MODEL_DIR}" --load-epoch "$(load_epoch "$@")")
-fi
-"${PYTHON}" train.py --root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}" \
-    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
-    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "${DIR}" "${LOAD[@]}" --eval-only "$@"
+set_model_args "${MODEL_DIR}" "scripts/xd_train.sh ${SEED}" "$@"
+train_py "${DATASET}" "${SEED}" "${DIR}" "${MODEL_ARGS[@]}" --eval-only "$@"

@@ -9,13 +9,7 @@ if [ $# -lt 1 ]; then echo "usage: $0 SEED [KEY VALUE ...]" >&2; exit 2; fi
 SEED=$1
 shift
 SOURCE=${SOURCE:-imagenet}
-CFG=${CFG:-$(default_cfg xd)}
-check_inputs "${SOURCE}"
+use_config xd "${SOURCE}"
 DIR=${OUTPUT}/${SOURCE}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
 if finished "${DIR}"; then exit 0; fi
-EXTRA=()
-if is_eval_only; then EXTRA=(--eval-only); fi
-"${PYTHON}" train.py --root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}" \
-    --dataset-config-file "configs/datasets/${SOURCE}.yaml" \
-    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "${DIR}" "${EXTRA[@]}" DATASET.NUM_SHOTS "${SHOTS}" "$@"
+run_train "${SOURCE}" "${SEED}" "${DIR}" DATASET.NUM_SHOTS "${SHOTS}" "$@"

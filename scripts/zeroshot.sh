@@ -9,11 +9,7 @@ source "$(dirname "$0")/common.sh"
 if [ $# -lt 1 ]; then echo "usage: $0 DATASET [KEY VALUE ...]" >&2; exit 2; fi
 DATASET=$1
 shift
-CFG=${CFG:-$(default_cfg zeroshot)}
-check_inputs "${DATASET}"
+use_config zeroshot "${DATASET}"
 DIR=${OUTPUT}/ZeroshotCLIP/${CFG}/${DATASET}
 if finished "${DIR}"; then exit 0; fi
-"${PYTHON}" train.py --root "${DATA}" --trainer ZeroshotCLIP \
-    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
-    --config-file "configs/trainers/ZeroshotCLIP/${CFG}.yaml" \
-    --output-dir "${DIR}" --eval-only "$@"
+train_py "${DATASET}" "" "${DIR}" --eval-only "$@"
