@@ -11,7 +11,7 @@ import os
 from dassl.data.datasets.base_dataset import DatasetBase, Datum
 from dassl.data.datasets.build import DATASET_REGISTRY
 
-from .protocol import dataset_root, doc_ref, finalize_splits, require_dir, require_file
+from .protocol import doc_ref, finalize_splits, locate_dataset, require_file
 
 ANCHOR = "fgvcaircraft"
 
@@ -29,10 +29,7 @@ class FGVCAircraft(DatasetBase):
     anchor = ANCHOR
 
     def __init__(self, cfg) -> None:
-        root = dataset_root(cfg)
-        self.dataset_dir = require_dir(os.path.join(root, self.dataset_dir), ANCHOR)
-        self.image_dir = require_dir(os.path.join(self.dataset_dir, "images"), ANCHOR, "image folder")
-        self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
+        locate_dataset(self, cfg, "images", ANCHOR)
         classnames = _read_lines(os.path.join(self.dataset_dir, "variants.txt"))
         cname2lab = {name: label for label, name in enumerate(classnames)}
         train, val, test = (self.read_data(cname2lab, f"images_variant_{s}.txt") for s in ("train", "val", "test"))

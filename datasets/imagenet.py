@@ -18,9 +18,9 @@ from dassl.data.datasets.build import DATASET_REGISTRY
 from .protocol import (
     DatasetNotFoundError,
     check_images,
-    dataset_root,
     doc_ref,
     finalize_splits,
+    locate_dataset,
     require_dir,
     write_json_compact,
 )
@@ -93,10 +93,7 @@ class ImageNet(DatasetBase):
     anchor = ANCHOR
 
     def __init__(self, cfg) -> None:
-        root = dataset_root(cfg)
-        self.dataset_dir = require_dir(os.path.join(root, self.dataset_dir), ANCHOR)
-        self.image_dir = require_dir(os.path.join(self.dataset_dir, "images"), ANCHOR, "image folder")
-        self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
+        root = locate_dataset(self, cfg, "images", ANCHOR)
         self.listing_path = os.path.join(self.dataset_dir, LISTING_FILE)
         classnames = read_classnames(self.dataset_dir, root, ANCHOR)
 
@@ -188,9 +185,7 @@ class ImageNetVariant(DatasetBase):
     anchor = ""
 
     def __init__(self, cfg) -> None:
-        root = dataset_root(cfg)
-        self.dataset_dir = require_dir(os.path.join(root, self.dataset_dir), self.anchor)
-        self.image_dir = require_dir(os.path.join(self.dataset_dir, self.image_subdir), self.anchor, "image folder")
+        root = locate_dataset(self, cfg, self.image_subdir, self.anchor)
         classnames = read_classnames(self.dataset_dir, root, self.anchor)
         data = self.read_data(classnames)
         check_images(data, self.anchor, self.image_dir)

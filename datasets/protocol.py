@@ -67,6 +67,22 @@ def dataset_root(cfg) -> str:
     return os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
 
 
+def locate_dataset(dataset, cfg, image_subdir: str, anchor: str) -> str:
+    """Set a loader's upstream path attributes and return the data root (``dataset_root``).
+
+    ``dataset.dataset_dir`` (the folder name, a class attribute) becomes ``<root>/<dataset_dir>``,
+    ``image_dir`` is ``<dataset_dir>/<image_subdir>`` ("" = the dataset folder itself),
+    ``split_fewshot_dir`` is ``<dataset_dir>/split_fewshot``. The dataset folder, then the image
+    folder, must exist (``DatasetNotFoundError`` naming the path and ``DATASETS.md#<anchor>``).
+    """
+    root = dataset_root(cfg)
+    dataset.dataset_dir = require_dir(os.path.join(root, dataset.dataset_dir), anchor)
+    dataset.image_dir = os.path.join(dataset.dataset_dir, image_subdir) if image_subdir else dataset.dataset_dir
+    dataset.split_fewshot_dir = os.path.join(dataset.dataset_dir, "split_fewshot")
+    require_dir(dataset.image_dir, anchor, "image folder")
+    return root
+
+
 def write_json_compact(obj, fpath: str) -> None:
     """Write ``obj`` as compact JSON, atomically (temporary file in the same folder, then rename)."""
     dirname = os.path.dirname(os.path.abspath(fpath))

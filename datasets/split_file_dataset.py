@@ -5,7 +5,7 @@ import os
 
 from dassl.data.datasets.base_dataset import DatasetBase
 
-from .protocol import dataset_root, doc_ref, finalize_splits, read_split, require_dir, DatasetNotFoundError
+from .protocol import doc_ref, finalize_splits, locate_dataset, read_split, DatasetNotFoundError
 
 
 class SplitFileDataset(DatasetBase):
@@ -24,12 +24,8 @@ class SplitFileDataset(DatasetBase):
     anchor = ""
 
     def __init__(self, cfg) -> None:
-        root = dataset_root(cfg)
-        self.dataset_dir = require_dir(os.path.join(root, self.dataset_dir), self.anchor)
-        self.image_dir = os.path.join(self.dataset_dir, self.image_subdir) if self.image_subdir else self.dataset_dir
+        locate_dataset(self, cfg, self.image_subdir, self.anchor)
         self.split_path = os.path.join(self.dataset_dir, self.split_file)
-        self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
-        require_dir(self.image_dir, self.anchor, "image folder")
         if not os.path.isfile(self.split_path):
             raise DatasetNotFoundError(
                 f"Missing split file: {self.split_path}. Download {self.split_file} from CoOp's DATASETS.md "
