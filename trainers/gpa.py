@@ -108,8 +108,8 @@ class GPAMixin:
     Put it before the trainer base (``class PromptSRC(GPAMixin, PromptTrainer)``). In
     ``build_model`` call ``build_gpa(node, "TRAINER.<NAME>")`` (``node`` holds ``GPA``,
     ``GPA_MEAN``, ``GPA_STD``; the key is named in errors); after the optimizer and LR-scheduler
-    steps of the last batch of every epoch call ``aggregate(epoch)`` (1-based epoch). The
-    mixin writes the accumulator beside every regular checkpoint and restores it on resume; with
+    steps of the last batch of every epoch, ``aggregate(epoch)`` (1-based epoch) must run:
+    ``PromptTrainer.finish_step`` calls it through the ``epoch_trained`` hook. The mixin writes the accumulator beside every regular checkpoint and restores it on resume; with
     ``GPA`` False all of this is a no-op.
     """
 
@@ -133,6 +133,10 @@ class GPAMixin:
         if epoch == self.max_epoch:
             self.gpa.load_into(module)
             print(self.gpa_loaded_message.format(n=len(self.gpa.epochs_added)))
+
+    def epoch_trained(self, epoch: int) -> None:
+        self.aggregate(epoch)
+        super().epoch_trained(epoch)
 
     def save_model(self, epoch: int, directory: str, is_best: bool = False, val_result=None,
                    model_name: str = "") -> None:

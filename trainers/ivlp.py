@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY
-from dassl.metrics import compute_accuracy
 
 from .ivlp_model import IVLPCLIP, IVLPSettings
 from .prompt_trainer import PromptTrainer
@@ -55,12 +54,7 @@ class CrossEntropyPromptTrainer(PromptTrainer):
     def forward_backward(self, batch) -> dict:
         image, label = self.parse_batch_train(batch)
         output = self.model(image)
-        loss = F.cross_entropy(output, label)
-        self.backward_and_update(loss)
-        summary = {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return summary
+        return self.finish_step(F.cross_entropy(output, label), output, label)
 
 
 @TRAINER_REGISTRY.register()

@@ -48,7 +48,6 @@ from __future__ import annotations
 from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY
-from dassl.metrics import compute_accuracy
 
 from .consistency import consistency_loss
 from .gpa import GPAMixin
@@ -99,13 +98,7 @@ class MMLoP(GPAMixin, PromptTrainer):
         loss, parts = consistency_loss(out.logits, label, out.text, out.text_anchors, out.image,
                                        out.image_zs, out.zs_logits, s.text_loss_weight,
                                        s.image_loss_weight, s.kl_loss_weight)
-        self.backward_and_update(loss)
-        summary = {"loss": loss.item(), "acc": compute_accuracy(out.logits, label)[0].item()}
-        summary.update(parts)
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-            self.aggregate(self.epoch + 1)
-        return summary
+        return self.finish_step(loss, out.logits, label, parts)
 
     def model_inference(self, input):
         return self.model(input)

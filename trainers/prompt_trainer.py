@@ -8,6 +8,9 @@
   parameters), the ``Number of trainable parameters: N`` log line, optional ``MODEL.INIT_WEIGHTS``,
   and a gradient scaler when the precision needs one.
 * ``backward_and_update(loss)``: the plain or the scaled update.
+* ``finish_step(loss, logits, label, parts)``: the end of ``forward_backward``: the update, the
+  batch summary, and after the last batch of an epoch the LR-scheduler step and the
+  ``epoch_trained(epoch)`` hook (GPA uses it, ``trainers/gpa.py``).
 * ``load_model(directory, epoch)``: loads only the prompt parameters (class-dependent entries of
   older checkpoints, ``token_prefix``/``token_suffix``, are dropped, so prompts trained on one class
   set are evaluated on another); a checkpoint missing a parameter is an error naming it.
@@ -22,6 +25,7 @@ import torch
 from torch import nn
 
 from dassl.engine import TrainerX
+from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_checkpoint, load_pretrained_weights
 
@@ -81,6 +85,22 @@ class PromptTrainer(TrainerX):
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optim)
         self.scaler.update()
+
+    def finish_step(self, loss: torch.Tensor, logits: torch.Tensor, label: torch.Tensor,
+                    parts: Optional[dict] = None) -> dict:
+        """``backward_and_update(loss)``; returns ``{"loss", "acc"}`` (accuracy of ``logits``)
+        plus ``parts``. After the last batch of an epoch: ``update_lr()``, then
+        ``epoch_trained(epoch)`` with the 1-based epoch."""
+        self.backward_and_update(loss)
+        summary = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item()}
+        summary.update(parts or {})
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+            self.epoch_trained(self.epoch + 1)
+        return summary
+
+    def epoch_trained(self, epoch: int) -> None:
+        """Hook after the optimizer and LR-scheduler steps of epoch ``epoch`` (1-based)."""
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)

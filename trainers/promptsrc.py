@@ -35,7 +35,6 @@ from torch import nn
 from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY
-from dassl.metrics import compute_accuracy
 
 from .clip_backbone import Precision
 from .consistency import consistency_loss
@@ -120,10 +119,4 @@ class PromptSRC(GPAMixin, PromptTrainer):
         loss, parts = consistency_loss(out.logits, label, out.text, self.model.text_anchors,
                                        out.image, out.image_zs, out.zs_logits,
                                        *self.loss_weights)
-        self.backward_and_update(loss)
-        summary = {"loss": loss.item(), "acc": compute_accuracy(out.logits, label)[0].item()}
-        summary.update(parts)
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-            self.aggregate(self.epoch + 1)
-        return summary
+        return self.finish_step(loss, out.logits, label, parts)
