@@ -25,12 +25,11 @@ import json
 import math
 import os
 import random
-import tempfile
 from collections import defaultdict
 from typing import Iterable, Optional, Sequence
 
 from dassl.data.datasets.base_dataset import Datum
-from dassl.utils.tools import listdir_nohidden, write_json
+from dassl.utils.tools import atomic_write, dump_json, listdir_nohidden, write_json
 
 DATASETS_DOC = "DATASETS.md"
 FEWSHOT_SCHEMA = "mmlop-fewshot-cache"
@@ -85,16 +84,7 @@ def locate_dataset(dataset, cfg, image_subdir: str, anchor: str) -> str:
 
 def write_json_compact(obj, fpath: str) -> None:
     """Write ``obj`` as compact JSON, atomically (temporary file in the same folder, then rename)."""
-    dirname = os.path.dirname(os.path.abspath(fpath))
-    fd, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=dirname)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, separators=(",", ":"))
-        os.replace(tmp_path, fpath)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    atomic_write(fpath, lambda tmp: dump_json(obj, tmp, separators=(",", ":")))
 
 
 # --------------------------------------------------------------------------- split files

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from typing import Optional
 
 import torch
 from torch import nn
+
+from dassl.utils.tools import atomic_write, mkdir_if_missing
 
 GPA_MODEL_NAME = "prompt_learner"
 GPA_STATE_FILE = "gpa_state.pth.tar-{epoch}"
@@ -89,17 +90,8 @@ def restore_gpa(gpa: GaussianPromptAggregator, state: dict, path: str, device: t
 
 def save_atomic(obj, path: str) -> None:
     """``torch.save(obj, path)`` through a temporary file and ``os.replace``."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pth")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    mkdir_if_missing(os.path.dirname(os.path.abspath(path)))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 class GPAMixin:

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 
 def mkdir_if_missing(dirname: str) -> None:
@@ -18,6 +18,28 @@ def mkdir_if_missing(dirname: str) -> None:
     except OSError as exc:
         if exc.errno != errno.EEXIST:
             raise
+
+
+def atomic_write(fpath: str, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``fpath``, then rename it to ``fpath``,
+    so that an interrupted write never leaves a truncated ``fpath`` behind (the folder must
+    exist)."""
+    dirname = os.path.dirname(os.path.abspath(fpath))
+    fd, tmp_path = tempfile.mkstemp(prefix=os.path.basename(fpath) + ".", suffix=".tmp", dir=dirname)
+    os.close(fd)
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, fpath)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def dump_json(obj: Any, fpath: str, **kwargs) -> None:
+    """``json.dump(obj, f, **kwargs)`` into the file ``fpath`` (not atomic; see ``atomic_write``)."""
+    with open(fpath, "w") as f:
+        json.dump(obj, f, **kwargs)
 
 
 def check_isfile(fpath: str) -> bool:
@@ -36,17 +58,8 @@ def read_json(fpath: str) -> Any:
 
 def write_json(obj: Any, fpath: str) -> None:
     """Write ``obj`` as indented JSON, atomically (temporary file in the same folder, then rename)."""
-    dirname = os.path.dirname(os.path.abspath(fpath))
-    mkdir_if_missing(dirname)
-    fd, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=dirname)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=4, separators=(",", ": "))
-        os.replace(tmp_path, fpath)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    mkdir_if_missing(os.path.dirname(os.path.abspath(fpath)))
+    atomic_write(fpath, lambda tmp: dump_json(obj, tmp, indent=4, separators=(",", ": ")))
 
 
 def listdir_nohidden(path: str, sort: bool = False) -> list[str]:

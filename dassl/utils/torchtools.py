@@ -15,15 +15,14 @@ import os
 import pickle
 import random
 import shutil
-import tempfile
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .tools import mkdir_if_missing
+from .tools import atomic_write, mkdir_if_missing
 
 TRUSTED_ENV = "DASSL_TRUSTED_CHECKPOINTS"
 POINTER_FILE = "checkpoint"
@@ -32,20 +31,6 @@ BEST_NAME = "model-best.pth.tar"
 
 class LegacyCheckpointError(RuntimeError):
     """A checkpoint holds pickled Python objects and was not declared trusted."""
-
-
-def _atomic_write(fpath: str, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``fpath``, then rename it to ``fpath``."""
-    dirname = os.path.dirname(os.path.abspath(fpath))
-    fd, tmp_path = tempfile.mkstemp(prefix=os.path.basename(fpath) + ".", suffix=".tmp", dir=dirname)
-    os.close(fd)
-    try:
-        write(tmp_path)
-        os.replace(tmp_path, fpath)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -75,13 +60,13 @@ def save_checkpoint(
         state["state_dict"] = _strip_module_prefix(state["state_dict"])
     fname = model_name or f"model.pth.tar-{state['epoch']}"
     fpath = os.path.join(save_dir, fname)
-    _atomic_write(fpath, lambda tmp: torch.save(state, tmp))
+    atomic_write(fpath, lambda tmp: torch.save(state, tmp))
     print(f"Checkpoint saved to {fpath}")
     if fname != BEST_NAME:
-        _atomic_write(os.path.join(save_dir, POINTER_FILE), lambda tmp: _write_text(tmp, fname + "\n"))
+        atomic_write(os.path.join(save_dir, POINTER_FILE), lambda tmp: _write_text(tmp, fname + "\n"))
     if is_best and fname != BEST_NAME:
         best_path = os.path.join(save_dir, BEST_NAME)
-        _atomic_write(best_path, lambda tmp: shutil.copyfile(fpath, tmp))
+        atomic_write(best_path, lambda tmp: shutil.copyfile(fpath, tmp))
         print(f'Best checkpoint saved to "{best_path}"')
     return fpath
 
