@@ -21,11 +21,11 @@ def mkdir_if_missing(dirname: str) -> None:
 
 
 def atomic_write(fpath: str, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``fpath``, then rename it to ``fpath``,
-    so that an interrupted write never leaves a truncated ``fpath`` behind (the folder must
-    exist)."""
+    """Call ``write(tmp_path)`` on a hidden temporary file beside ``fpath``
+    (``.<name>.XXXX.tmp``), then rename it to ``fpath``, so that an interrupted write never leaves
+    a truncated ``fpath`` behind (the folder must exist)."""
     dirname = os.path.dirname(os.path.abspath(fpath))
-    fd, tmp_path = tempfile.mkstemp(prefix=os.path.basename(fpath) + ".", suffix=".tmp", dir=dirname)
+    fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(fpath)}.", suffix=".tmp", dir=dirname)
     os.close(fd)
     try:
         write(tmp_path)
