@@ -18,6 +18,14 @@ def _group_indices(data_source: Sequence, attr: str) -> dict[int, list[int]]:
     return groups
 
 
+def _draw(pool: list[int], n: int) -> list[int]:
+    """``random.sample(pool, n)``, removed from ``pool``."""
+    picked = random.sample(pool, n)
+    for idx in picked:
+        pool.remove(idx)
+    return picked
+
+
 class RandomDomainSampler(Sampler):
     """Each batch takes ``batch_size // n_domain`` random items from each of ``n_domain`` random domains."""
 
@@ -42,10 +50,7 @@ class RandomDomainSampler(Sampler):
             if any(len(domain_dict[d]) < self.n_img_per_domain for d in selected):
                 break
             for d in selected:
-                picked = random.sample(domain_dict[d], self.n_img_per_domain)
-                final_idxs.extend(picked)
-                for idx in picked:
-                    domain_dict[d].remove(idx)
+                final_idxs.extend(_draw(domain_dict[d], self.n_img_per_domain))
         return iter(final_idxs)
 
     def __len__(self) -> int:
@@ -69,10 +74,7 @@ class SeqDomainSampler(Sampler):
         final_idxs: list[int] = []
         while all(len(domain_dict[d]) >= self.n_img_per_domain for d in self.domains):
             for d in self.domains:
-                picked = random.sample(domain_dict[d], self.n_img_per_domain)
-                final_idxs.extend(picked)
-                for idx in picked:
-                    domain_dict[d].remove(idx)
+                final_idxs.extend(_draw(domain_dict[d], self.n_img_per_domain))
         return iter(final_idxs)
 
     def __len__(self) -> int:
