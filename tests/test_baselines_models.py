@@ -277,3 +277,6 @@ def test_gpa_state_round_trip_and_schedule_check():
         restore_gpa(GaussianPromptAggregator(5, 2.5, 1.0), state, "x.pth", torch.device("cpu"))
     with pytest.raises(ValueError, match="another GPA schedule"):
         restore_gpa(GaussianPromptAggregator(4, 3.0, 1.0), state, "x.pth", torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"TRAINER\.MMLOP\.GPA_MEAN or GPA_STD differ"):
+        restore_gpa(GaussianPromptAggregator(4, 2.5, 2.0), state, "x.pth", torch.device("cpu"),
+                    "TRAINER.MMLOP")
