@@ -11,9 +11,9 @@ from clip.model import CLIP, MODEL_CONFIGS
 from trainers import prompt_trainer
 from trainers.clip_backbone import freeze
 from trainers.mmlop import MMLoP
+from tests.helpers import REPO, SHARED_DATA
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DTD = os.path.join(os.path.dirname(REPO), "shared", "data", "real", "dtd")
+DTD = str(SHARED_DATA / "real" / "dtd")
 
 
 @pytest.mark.slow
