@@ -12,7 +12,10 @@ the cost of a step; computing them is a one-off per class set).
 Each (classes, mode, phase) runs in a fresh worker process, so peak memory is per measurement:
 ``torch.cuda.max_memory_allocated`` on GPU, the process's peak resident set size
 (``resource.getrusage``) on CPU (which includes the ~0.6 GB of ViT-B/16 weights). Results are
-printed as a table and written as JSON (default ``bench/results_<device>.json``).
+printed as a table and written as JSON (default ``bench/results_<device>.json``). A worker killed
+by a signal (on Linux, usually the out-of-memory killer: the untruncated text tower's activations
+for 1,000 classes do not fit in 24 GB on a CPU) is reported as ``failed`` with the reason instead
+of ending the run.
 
 ``--quick`` (a few minutes on a CPU): 10 and 25 classes, 1 training step of batch 2, an evaluation
 of 2 batches of 2 images. Default: 100 and 1000 classes, 5 training steps of batch 4 (after 1
@@ -120,15 +123,29 @@ def worker(classes: int, mode: str, phase: str, device_name: str, prec: str, ste
             "peak_bytes": int(peak), "seq_len": model.class_prompts.seq_len}
 
 
+def _mb(n_bytes):
+    return None if n_bytes is None else n_bytes / 2**20
+
+
 def _run_worker(args, classes: int, mode: str, phase: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(classes), mode, phase,
            "--device", args.device, "--prec", args.prec, "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--batch", str(args.batch),
            "--eval-batches", str(args.eval_batches), "--eval-batch", str(args.eval_batch)]
     out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode < 0:
+        # Killed by a signal: on Linux, SIGKILL with no traceback is the out-of-memory killer.
+        reason = f"killed by signal {-out.returncode} (out of memory?)"
+        print(f"worker {classes} {mode} {phase}: {reason}", file=sys.stderr)
+        return {"classes": classes, "mode": mode, "phase": phase, "seconds": None,
+                "peak_bytes": None, "seq_len": None, "failed": reason}
     if out.returncode != 0:
         raise RuntimeError(f"worker {classes} {mode} {phase} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _fmt(value, spec: str) -> str:
+    return "failed" if value is None else format(value, spec)
 
 
 def main(argv=None) -> dict:
@@ -166,18 +183,23 @@ def main(argv=None) -> dict:
                for m in ("off", "on")}
         for phase in ("train", "eval"):
             off, on = res[("off", phase)], res[("on", phase)]
+            both = off["seconds"] is not None and on["seconds"] is not None
             rows.append({"classes": classes, "phase": phase, "off_s": off["seconds"],
-                         "on_s": on["seconds"], "speedup": off["seconds"] / on["seconds"],
-                         "off_peak_mb": off["peak_bytes"] / 2**20,
-                         "on_peak_mb": on["peak_bytes"] / 2**20, "seq_len": on["seq_len"]})
+                         "on_s": on["seconds"],
+                         "speedup": off["seconds"] / on["seconds"] if both else None,
+                         "off_peak_mb": _mb(off["peak_bytes"]), "on_peak_mb": _mb(on["peak_bytes"]),
+                         "seq_len": on["seq_len"],
+                         "failed": {m: r["failed"] for m, r in (("off", off), ("on", on))
+                                    if r.get("failed")}})
     from tabulate import tabulate
     what = {"train": f"train step (batch {args.batch})",
             "eval": f"evaluation ({args.eval_batches} x {args.eval_batch} images)"}
     print(f"MMLoP ViT-B/16 (random weights), device {args.device}, PREC {args.prec}; "
           "on = truncated text tower + text features once per evaluation")
     mem = "peak GPU memory (MB)" if args.device == "cuda" else "peak RSS (MB)"
-    print(tabulate([[r["classes"], what[r["phase"]], f"{r['off_s']:.3f}", f"{r['on_s']:.3f}",
-                     f"{r['speedup']:.2f}x", f"{r['off_peak_mb']:.0f}", f"{r['on_peak_mb']:.0f}",
+    print(tabulate([[r["classes"], what[r["phase"]], _fmt(r["off_s"], ".3f"), _fmt(r["on_s"], ".3f"),
+                     _fmt(r["speedup"], ".2f") + ("x" if r["speedup"] else ""),
+                     _fmt(r["off_peak_mb"], ".0f"), _fmt(r["on_peak_mb"], ".0f"),
                      r["seq_len"]] for r in rows],
                    headers=["classes", "measure", "off (s)", "on (s)", "ratio", f"off {mem}",
                             f"on {mem}", "text rows (on)"], disable_numparse=True))
