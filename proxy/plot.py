@@ -15,6 +15,7 @@ def plot_hm_vs_params(rows: Sequence[dict], path: str, title: str = "") -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6.0, 4.2), dpi=120)
     trained = [r for r in rows if r["params"] > 0]
@@ -28,6 +29,7 @@ def plot_hm_vs_params(rows: Sequence[dict], path: str, title: str = "") -> str:
         ax.scatter(r["params"], r["hm"], s=120 if star else 50, marker="*" if star else "o", zorder=3)
         ax.annotate(r["method"], (r["params"], r["hm"]), xytext=(5, 4), textcoords="offset points", fontsize=8)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("harmonic mean of base and novel accuracy (%)")
     if trained:
