@@ -157,3 +157,13 @@ def test_import_has_no_global_side_effects():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_write_json_files_get_the_permissions_open_would_give(tmp_path):
+    from dassl.utils import write_json
+
+    write_json({"a": 1}, str(tmp_path / "atomic.json"))
+    with open(tmp_path / "plain.json", "w") as f:
+        f.write("{}")
+    mode = lambda name: os.stat(tmp_path / name).st_mode & 0o777  # noqa: E731
+    assert mode("atomic.json") == mode("plain.json")

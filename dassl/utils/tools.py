@@ -28,6 +28,10 @@ def atomic_write(fpath: str, write: Callable[[str], None]) -> None:
     fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(fpath)}.", suffix=".tmp", dir=dirname)
     os.close(fd)
     try:
+        # mkstemp creates the file private (0600); give it the permissions open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         write(tmp_path)
         os.replace(tmp_path, fpath)
     except BaseException:
