@@ -154,28 +154,21 @@ class DataManager:
                 dataset_wrapper=dataset_wrapper,
                 split_name="train_u",
             )
-        self.val_loader = None
-        if dataset.val:
-            self.val_loader = build_data_loader(
+
+        def eval_loader(data_source, split_name: str):
+            return build_data_loader(
                 cfg,
                 sampler_type=dl.TEST.SAMPLER,
-                data_source=dataset.val,
+                data_source=data_source,
                 batch_size=dl.TEST.BATCH_SIZE,
                 tfm=tfm_test,
                 is_train=False,
                 dataset_wrapper=dataset_wrapper,
-                split_name="val",
+                split_name=split_name,
             )
-        self.test_loader = build_data_loader(
-            cfg,
-            sampler_type=dl.TEST.SAMPLER,
-            data_source=dataset.test,
-            batch_size=dl.TEST.BATCH_SIZE,
-            tfm=tfm_test,
-            is_train=False,
-            dataset_wrapper=dataset_wrapper,
-            split_name="test",
-        )
+
+        self.val_loader = eval_loader(dataset.val, "val") if dataset.val else None
+        self.test_loader = eval_loader(dataset.test, "test")
 
         self._num_classes = dataset.num_classes
         self._num_source_domains = len(cfg.DATASET.SOURCE_DOMAINS)
