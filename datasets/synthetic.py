@@ -43,7 +43,7 @@ from .protocol import dataset_root, doc_ref, finalize_splits, read_split, save_s
 from .synthetic_render import all_classes, draw_scene_params, render
 
 GENERATOR_NAME = "mmlop-synthetic-shapes"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: objects tilted by at most 10 degrees instead of any angle
 GENERATION_SEED = 2026
 SPLIT_SIZES: dict[str, int] = {"train": 24, "val": 8, "test": 20}
 MARKER = ".generated.json"

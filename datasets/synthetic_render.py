@@ -48,10 +48,14 @@ class Style:
     (tinted grey with a gradient and noise), ``"texture"`` (two-colour stripes or checkers) or
     ``"paper"`` (near white). ``outline``: draw only the outline of the shape. ``fog``: range of the
     haze blend weight (0 = none). ``cast``: per-channel gain and offset applied last (a colour cast).
+    ``tilt``: the object is rotated by a uniform angle in [-tilt, tilt] degrees. (A full 360-degree
+    rotation made the shapes too hard for the tiny CLIP: 57% zero-shot on the clean style after
+    pretraining, against 88% upright and 81% at +-20 degrees.)
     """
 
     name: str
     radius: tuple[float, float] = (7.0, 12.5)
+    tilt: float = 10.0
     background: str = "plain"
     outline: bool = False
     fog: tuple[float, float] = (0.0, 0.0)
@@ -179,7 +183,7 @@ def _coverage(shape_ids: np.ndarray, params: np.ndarray, style: Style, size: int
     margin = radius + 0.5
     cx = margin + (size - 2 * margin) * params[:, 1]
     cy = margin + (size - 2 * margin) * params[:, 2]
-    angle = 2.0 * math.pi * params[:, 3]
+    angle = math.radians(style.tilt) * (2.0 * params[:, 3] - 1.0)
     grid = (np.arange(size * ss, dtype=np.float64) + 0.5) / ss  # sample positions in pixel units
     masks = np.zeros((b, size * ss, size * ss), dtype=bool)
     for i in range(b):

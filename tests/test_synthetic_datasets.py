@@ -18,7 +18,7 @@ from datasets.synthetic_render import COLOUR_NAMES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # SHA-256 of the raw pixels of every image of the clean dataset, in split-file order.
-PINNED_CLEAN_PIXEL_SHA256 = "f359b2c2d1fe71d5bc332ad6b7af2d69782f301c80d537997bff5bbeea98feb7"
+PINNED_CLEAN_PIXEL_SHA256 = "05512e03e99936f2f3cb976c0261e473f7245d8b7a154cd2c1e8227a98096707"
 
 
 def _cfg(root, name="SyntheticShapes", shots=-1, subsample="all", seed=1):

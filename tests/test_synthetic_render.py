@@ -1,5 +1,6 @@
 """The procedural renderer: determinism, shape geometry, styles."""
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from datasets.synthetic_render import (
 
 # SHA-256 of the 20 clean images below. If the renderer changes on purpose, bump
 # datasets.synthetic.GENERATOR_VERSION (so generated folders are rebuilt) and update this digest.
-PINNED_CLEAN_SHA256 = "442edb667e8334b139adf4ae0a64d8b2a3dc8c5bca418af60703ae31aa547efb"
+PINNED_CLEAN_SHA256 = "b260598d7a67220056a425539ce3d3e0693aec1fcd1ce1e53adac907b7f75b00"
 
 
 def _fixed_batch(style="clean", seed=7):
@@ -98,3 +99,21 @@ def test_render_rejects_mismatched_inputs():
     params, noise = draw_scene_params(np.random.Generator(np.random.PCG64(0)), 3)
     with pytest.raises(ValueError, match="same length"):
         render(np.zeros(2, int), np.zeros(3, int), params, noise)
+
+
+def test_objects_are_tilted_at_most_by_the_style_tilt():
+    rng = np.random.Generator(np.random.PCG64(1))
+    params = np.repeat(draw_scene_params(rng, 1)[0], 3, axis=0)  # one scene three times
+    params[:, 3] = [0.0, 0.5, 1.0]  # -tilt, upright, +tilt
+    arrows = np.full(3, SHAPES.index("arrow"))
+    clean = STYLES["clean"]
+    tilted = _coverage(arrows, params, clean, IMAGE_SIZE, 3)
+    upright = _coverage(arrows, params, replace(clean, tilt=0.0), IMAGE_SIZE, 3)
+    assert clean.tilt == 10.0
+    assert np.array_equal(tilted[1], upright[1])  # the middle of the range is upright
+    for i in (0, 2):
+        overlap = np.minimum(tilted[i], upright[i]).sum() / np.maximum(tilted[i], upright[i]).sum()
+        assert 0.6 < overlap < 0.97, overlap  # rotated, but only slightly
+    # The extremes turn it by the same angle in opposite directions.
+    assert not np.allclose(tilted[0], tilted[2])
+    assert tilted[0].sum() == pytest.approx(tilted[2].sum(), rel=0.03)
