@@ -6,7 +6,7 @@ import torch
 
 import clip
 from clip.clip import MEAN, STD
-from datasets.synthetic_render import all_classes, render_random
+from datasets.synthetic_render import STYLES, all_classes, draw_scene_params, render
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 
@@ -31,11 +31,14 @@ class CaptionedShapes:
 
     Classes are drawn uniformly from the 100 compositions minus ``held_out``; each caption is
     ``"a photo of a {class}."``, or with probability ``template_mix`` a uniformly drawn template of
-    ``templates``. Everything comes from one NumPy generator seeded with ``seed``.
+    ``templates``. Images are rendered in ``style``, or with probability ``style_mix`` in a
+    uniformly drawn other style of the renderer. Everything comes from one NumPy generator seeded
+    with ``seed``.
     """
 
     def __init__(self, seed: int, batch_size: int, held_out=(), template_mix: float = 0.0,
-                 templates: tuple[str, ...] = (DEFAULT_TEMPLATE,), style: str = "clean") -> None:
+                 templates: tuple[str, ...] = (DEFAULT_TEMPLATE,), style: str = "clean",
+                 style_mix: float = 0.0) -> None:
         unknown = set(held_out) - {name for name, _, _ in all_classes()}
         if unknown:
             raise ValueError(f"held_out names unknown classes: {sorted(unknown)}")
@@ -43,6 +46,8 @@ class CaptionedShapes:
         self.batch_size = batch_size
         self.template_mix = template_mix
         self.style = style
+        self.style_mix = style_mix
+        self.other_styles = [name for name in STYLES if name != style]
         self.templates = (DEFAULT_TEMPLATE,) + tuple(t for t in templates if t != DEFAULT_TEMPLATE)
         self.rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1])))
         captions = [t.format(name) for name, _, _ in self.classes for t in self.templates]
@@ -59,6 +64,15 @@ class CaptionedShapes:
         tpl = np.where(use_other & (len(self.templates) > 1), other, 0)
         colour_ids = np.array([self.classes[i][1] for i in cls])
         shape_ids = np.array([self.classes[i][2] for i in cls])
-        images = to_tensor(render_random(self.rng, shape_ids, colour_ids, self.style))
+        params, noise = draw_scene_params(self.rng, b)
+        images = render(shape_ids, colour_ids, params, noise, self.style)
+        if self.style_mix > 0:
+            mixed = self.rng.random(b) < self.style_mix
+            which = self.rng.integers(0, len(self.other_styles), b)
+            for k, other in enumerate(self.other_styles):
+                idx = np.flatnonzero(mixed & (which == k))
+                if len(idx):
+                    images[idx] = render(shape_ids[idx], colour_ids[idx], params[idx], noise[idx], other)
+        images = to_tensor(images)
         tokens = trim_tokens(self.tokens[torch.from_numpy(cls), torch.from_numpy(tpl)])
         return images, tokens, torch.from_numpy(cls)

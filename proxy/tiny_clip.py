@@ -22,7 +22,7 @@ TINY_CLIP_ARCH: dict = dict(
 )
 
 # Bump when the pretraining code changes what a given config and seed produce.
-PRETRAIN_CODE_VERSION = 1
+PRETRAIN_CODE_VERSION = 2  # 2: style_mix, stand-in prompts
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,12 @@ class PretrainConfig:
     ``template_mix``: probability that a caption uses a random template of the 60-template anchor
     ensemble instead of "a photo of a {}." (so the ensemble used by consistency losses is not out
     of distribution). ``held_out``: compositions never shown (zero-shot transfer is measured on
-    them). ``style``: renderer style of every pretraining image.
+    them). ``style``: renderer style of the pretraining images; ``style_mix``: fraction rendered in
+    one of the other styles instead (1% each), so that the downstream styles are rare in pretraining
+    rather than unseen, as real domains are for CLIP (measured, seed 1, upright shapes: with 5% the
+    warm style's zero-shot accuracy rose from 23% to 69% and the clean style's fell from 88% to 82%).
+    ``stand_in_prob``: fraction of the steps run with random stand-in prompt tokens at layers
+    ``< stand_in_depth`` (``proxy.pretrain.StandInPrompts``).
     """
 
     steps: int = 1200
@@ -45,6 +50,9 @@ class PretrainConfig:
     template_mix: float = 0.25
     bf16: bool = True
     style: str = "clean"
+    style_mix: float = 0.05
+    stand_in_prob: float = 0.5
+    stand_in_depth: int = 3
     held_out: tuple[str, ...] = field(default_factory=lambda: HELD_OUT)
     arch: dict = field(default_factory=lambda: dict(TINY_CLIP_ARCH))
 

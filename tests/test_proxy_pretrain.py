@@ -6,7 +6,7 @@ import torch
 
 import clip
 from proxy.data import CaptionedShapes, trim_tokens
-from proxy.pretrain import checkpoint_path, contrastive_loss, get_checkpoint, lr_at, main, pretrain
+from proxy.pretrain import StandInPrompts, checkpoint_path, contrastive_loss, get_checkpoint, lr_at, main, pretrain
 from proxy.tiny_clip import HELD_OUT, TINY_CLIP_ARCH, PretrainConfig
 
 TINY = replace(PretrainConfig(), steps=2, batch_size=8, warmup_steps=1)
@@ -75,6 +75,36 @@ def test_batches_hold_out_compositions_and_use_templates():
     assert 80 < n_sketch < 176  # about half
     with pytest.raises(ValueError, match="unknown classes"):
         CaptionedShapes(0, 4, ("red blob",))
+
+
+def test_style_mix_renders_that_fraction_in_other_styles():
+    plain = CaptionedShapes(3, 400, style_mix=0.0)
+    mixed = CaptionedShapes(3, 400, style_mix=0.25)
+    (a, _, ids_a), (b, _, ids_b) = next(plain), next(mixed)
+    assert torch.equal(ids_a, ids_b)  # same scenes; only the style of some images differs
+    changed = (a != b).flatten(1).any(dim=1).float().mean().item()
+    assert 0.17 < changed < 0.33, changed
+    assert torch.equal(a, next(CaptionedShapes(3, 400))[0])  # no mixing unless asked
+
+
+def test_stand_in_prompts_touch_only_prompt_positions_while_active():
+    torch.manual_seed(0)
+    model = clip.model.CLIP(**TINY_CLIP_ARCH).eval()
+    images = torch.randn(3, 3, 32, 32)
+    tokens = trim_tokens(clip.tokenize(["a photo of a red star.", "a photo of a blue ring."]))
+    with torch.no_grad():
+        plain = model.encode_image(images), model.encode_text(tokens)
+        seen = []
+        hook = model.visual.transformer.resblocks[1].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape))
+        stand_ins = StandInPrompts(model, n_tokens=4, depth=3)
+        assert all(torch.equal(a, b) for a, b in zip(plain, (model.encode_image(images), model.encode_text(tokens))))
+        stand_ins.active = True
+        prompted = model.encode_image(images), model.encode_text(tokens)
+        assert seen[-1] == (17 + 4, 3, 128)  # 4 tokens appended after the 16 patches and [CLS]
+        assert not torch.allclose(prompted[0], plain[0]) and not torch.allclose(prompted[1], plain[1])
+        stand_ins.remove()
+        hook.remove()
+        assert all(torch.equal(a, b) for a, b in zip(plain, (model.encode_image(images), model.encode_text(tokens))))
 
 
 def test_trim_tokens_keeps_text_features():
