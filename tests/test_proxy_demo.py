@@ -67,6 +67,10 @@ def test_summary_averages_seeds_then_datasets_and_formats_a_table():
     assert coop["base"] == pytest.approx(77.5) and coop["novel"] == pytest.approx(52.5)
     assert coop["hm"] == pytest.approx(harmonic_mean(77.5, 52.5))
     assert rows[0]["per_dataset"].keys() == {"synthetic_warm"}
+    # Seed spread is over seeds (seed 1 averages its two datasets), not over datasets.
+    seed_hms = [harmonic_mean(75.0, 50.0), harmonic_mean(90.0, 70.0)]
+    assert coop["hm_seed_std"] == pytest.approx(abs(seed_hms[0] - seed_hms[1]) / 2)
+    assert rows[0]["hm_seed_std"] == 0.0  # identical zero-shot runs
     table = format_table(rows, ["synthetic_warm", "synthetic_small"])
     lines = table.splitlines()
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines]
