@@ -7,7 +7,7 @@
 2. runs base-to-novel generalization (16 shots, ``proxy.runs``) over the synthetic datasets and
    seeds, through ``train.py`` into the usual ``output/base2new/...`` tree, with ZeroshotCLIP,
    CoOp, IVLP and MMLoP by default; ``--methods all`` adds every other registered trainer that has
-   a tiny config (``configs/trainers/<Trainer>/tiny_*.yaml``: MaPLe, PromptSRC);
+   a tiny config (``configs/trainers/<Trainer>/tiny_*.yaml``: CoCoOp, MaPLe, PromptSRC);
 3. prints base / novel / HM with trainable-parameter counts and writes HM against parameters as a
    PNG (``<output>/proxy_demo/hm_vs_params.png``) plus ``summary.json``.
 
@@ -33,7 +33,7 @@ from typing import Callable, Optional, Sequence
 from .runs import REPO_ROOT, Method, RunResult, base2new, harmonic_mean
 
 # Preferred row order; a trainer is used when it is registered and has a tiny config.
-METHOD_ORDER = ("ZeroshotCLIP", "CoOp", "IVLP", "MaPLe", "PromptSRC", "MMLoP")
+METHOD_ORDER = ("ZeroshotCLIP", "CoOp", "CoCoOp", "IVLP", "MaPLe", "PromptSRC", "MMLoP")
 ABLATION_ROWS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("IVLP (full rank)", "ivlp", ("TRAINER.MMLOP.FULL_RANK", "True", "TRAINER.MMLOP.TEXT_LOSS_WEIGHT", "0.0",
                                  "TRAINER.MMLOP.IMAGE_LOSS_WEIGHT", "0.0", "TRAINER.MMLOP.KL_LOSS_WEIGHT", "0.0",

@@ -30,6 +30,10 @@ def test_methods_are_registered_trainers_with_tiny_configs():
         assert os.path.isfile(m.config_file()), m
         assert m.trains == (m.trainer != "ZeroshotCLIP")
     assert [m.trainer for m in available_methods(("MMLoP", "ZeroshotCLIP"))] == ["ZeroshotCLIP", "MMLoP"]
+    # Every registered trainer has a tiny config, so --methods all runs them all.
+    from dassl.engine import TRAINER_REGISTRY
+
+    assert sorted(names) == sorted(TRAINER_REGISTRY.registered_names())
 
 
 def test_ablation_rows_reach_every_setting_by_opts_alone():
