@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import statistics
 import sys
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
+
+from dassl.utils.tools import write_json
 
 from .runs import REPO_ROOT, Method, RunResult, base2new, harmonic_mean
 
@@ -158,14 +159,6 @@ def run_grid(methods: Sequence[Method], datasets: Sequence[str], seeds: Sequence
     return results
 
 
-def _write_json(obj, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
 def run_demo(preset: Preset, ablation: bool = False, data_root: str = "data", pretrain_seed: int = 1,
              cache_dir: Optional[str] = None, log: Callable[[str], None] = print) -> dict:
     """Pretrain or reuse, run the grid, write ``summary.json`` (and the plot); return the summary."""
@@ -193,7 +186,7 @@ def run_demo(preset: Preset, ablation: bool = False, data_root: str = "data", pr
     }
     if not ablation:
         summary["plot"] = _plot(rows, os.path.join(out_dir, "hm_vs_params.png"), preset)
-    _write_json(summary, os.path.join(out_dir, f"{name}.json"))
+    write_json(summary, os.path.join(out_dir, f"{name}.json"))
     log("")
     log(f"Base-to-novel on {', '.join(preset.datasets)} (16 shots, seeds {', '.join(map(str, preset.seeds))}; "
         "tiny CLIP, proxy numbers, not the paper's):" if not ablation else "MMLoP ablation (tiny CLIP, proxy numbers):")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+from dassl.utils.tools import atomic_write, mkdir_if_missing
+
 
 def plot_hm_vs_params(rows: Sequence[dict], path: str, title: str = "") -> str:
     """Write a PNG of ``rows`` (dicts with ``method``, ``params``, ``hm``) to ``path``; return it.
@@ -39,9 +41,9 @@ def plot_hm_vs_params(rows: Sequence[dict], path: str, title: str = "") -> str:
     ax.set_title(title or "Base-to-novel HM vs. trainable parameters", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    mkdir_if_missing(os.path.dirname(os.path.abspath(path)))
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
     return path

@@ -9,12 +9,10 @@ the zero-shot accuracies. Both are written atomically.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, replace
 from typing import Callable, Optional
@@ -22,6 +20,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from dassl.utils.tools import atomic_write, mkdir_if_missing, write_json
 from datasets.synthetic_render import STYLES
 
 from .data import CaptionedShapes
@@ -168,20 +167,6 @@ def pretrain(seed: int, config: PretrainConfig = PretrainConfig(), log_every: in
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _atomic_save(obj, path: str, as_json: bool = False) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w" if as_json else "wb") as f:
-            json.dump(obj, f, indent=2) if as_json else torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def checkpoint_path(seed: int, config: PretrainConfig = PretrainConfig(), cache_dir: Optional[str] = None) -> str:
     """Where the checkpoint of ``(config, seed)`` is cached."""
     return os.path.join(cache_dir or default_cache_dir(), f"tiny_clip-{config.key(seed)}.pt")
@@ -210,8 +195,9 @@ def get_checkpoint(seed: int = 1, config: PretrainConfig = PretrainConfig(), cac
         record["zeroshot"] = {s: zeroshot_accuracy(model, s, config.held_out) for s in STYLES}
         log("zero-shot accuracy (100-way, test split): " + ", ".join(
             f"{s} {v['all']:.1f} (held-out {v['held_out']:.1f})" for s, v in record["zeroshot"].items()))
-    _atomic_save(state_dict, path)
-    _atomic_save(record, path[:-3] + ".json", as_json=True)
+    mkdir_if_missing(os.path.dirname(os.path.abspath(path)))
+    atomic_write(path, lambda tmp: torch.save(state_dict, tmp))
+    write_json(record, path[:-3] + ".json")
     log(f"Saved tiny CLIP to {path} ({wall:.0f}s)")
     return path
 
@@ -230,10 +216,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error("--steps must be >= 1")
     path = get_checkpoint(args.seed, config, args.cache_dir, args.force, evaluate=not args.no_eval)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        tmp = args.out + ".tmp"
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, args.out)
+        mkdir_if_missing(os.path.dirname(os.path.abspath(args.out)))
+        atomic_write(args.out, lambda tmp: shutil.copyfile(path, tmp))
         print(f"Copied to {args.out}")
     print(path)
     return 0
