@@ -1,6 +1,8 @@
 """get_cfg_default and the yacs-compatible merge rules, with errors that name key and source."""
 from __future__ import annotations
 
+import os
+
 import pytest
 from yacs.config import CfgNode as PlainCN
 
@@ -92,3 +94,82 @@ def test_frozen_config_refuses_changes():
     cfg.freeze()
     with pytest.raises(AttributeError):
         cfg.OPTIM.LR = 0.1
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+def test_base_child_overrides_one_key_and_inherits_the_rest(tmp_path):
+    _write(tmp_path / "base.yaml", "OPTIM:\n  NAME: sgd\n  LR: 0.1\n  MAX_EPOCH: 20\nSEED: 3\n")
+    child = _write(tmp_path / "child.yaml", "_BASE_: base.yaml\nOPTIM:\n  LR: 0.5\n")
+    cfg = get_cfg_default()
+    cfg.merge_from_file(child)
+    assert cfg.OPTIM.LR == 0.5
+    assert cfg.OPTIM.NAME == "sgd" and cfg.OPTIM.MAX_EPOCH == 20 and cfg.SEED == 3
+    assert "_BASE_" not in cfg
+
+
+def test_base_chain_of_two(tmp_path):
+    _write(tmp_path / "a.yaml", "OPTIM:\n  NAME: sgd\n  LR: 0.1\n  MAX_EPOCH: 20\n")
+    _write(tmp_path / "b.yaml", "_BASE_: a.yaml\nOPTIM:\n  LR: 0.2\n  MAX_EPOCH: 30\n")
+    c = _write(tmp_path / "c.yaml", "_BASE_: b.yaml\nOPTIM:\n  MAX_EPOCH: 40\n")
+    cfg = get_cfg_default()
+    cfg.merge_from_file(c)
+    assert (cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH) == ("sgd", 0.2, 40)
+
+
+def test_base_path_is_relative_to_the_file_that_names_it(tmp_path, monkeypatch):
+    _write(tmp_path / "common" / "base.yaml", "OPTIM:\n  NAME: sgd\n  MAX_EPOCH: 7\n")
+    _write(tmp_path / "variants" / "v.yaml", "_BASE_: ../common/base.yaml\nOPTIM:\n  LR: 0.5\n")
+    monkeypatch.chdir(tmp_path)  # from here "../common/base.yaml" would miss: it must follow the file
+    cfg = get_cfg_default()
+    cfg.merge_from_file(os.path.join("variants", "v.yaml"))
+    assert (cfg.OPTIM.NAME, cfg.OPTIM.MAX_EPOCH, cfg.OPTIM.LR) == ("sgd", 7, 0.5)
+
+
+def test_list_of_bases_merges_in_order(tmp_path):
+    _write(tmp_path / "one.yaml", "OPTIM:\n  NAME: sgd\n  LR: 0.1\n")
+    _write(tmp_path / "two.yaml", "OPTIM:\n  LR: 0.2\n  MAX_EPOCH: 9\n")
+    child = _write(tmp_path / "child.yaml", "_BASE_: [one.yaml, two.yaml]\nSEED: 5\n")
+    cfg = get_cfg_default()
+    cfg.merge_from_file(child)
+    assert (cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH, cfg.SEED) == ("sgd", 0.2, 9, 5)
+
+
+def test_missing_base_names_both_files(tmp_path):
+    child = _write(tmp_path / "child.yaml", "_BASE_: gone.yaml\nSEED: 5\n")
+    with pytest.raises(ConfigError) as info:
+        get_cfg_default().merge_from_file(child)
+    message = str(info.value)
+    assert child in message and "'gone.yaml'" in message and str(tmp_path / "gone.yaml") in message
+
+
+def test_base_cycle_names_the_chain(tmp_path):
+    a = _write(tmp_path / "a.yaml", "_BASE_: b.yaml\nSEED: 1\n")
+    b = _write(tmp_path / "b.yaml", "_BASE_: a.yaml\nSEED: 2\n")
+    with pytest.raises(ConfigError, match="Cycle") as info:
+        get_cfg_default().merge_from_file(a)
+    assert f"{a} -> {b} -> {a}" in str(info.value)
+
+
+def test_bad_base_value_names_the_file(tmp_path):
+    for value in ("3", "[base.yaml, 3]", "{a: b.yaml}"):
+        child = _write(tmp_path / "child.yaml", f"_BASE_: {value}\n")
+        with pytest.raises(ConfigError, match="_BASE_ in config file .* must be a path or a list of paths") as info:
+            get_cfg_default().merge_from_file(child)
+        assert child in str(info.value)
+
+
+def test_bad_key_inside_a_base_names_the_base_file(tmp_path):
+    base = _write(tmp_path / "base.yaml", "OPTIM:\n  LRR: 0.1\n")
+    child = _write(tmp_path / "child.yaml", "_BASE_: base.yaml\nSEED: 5\n")
+    with pytest.raises(ConfigError, match=r"OPTIM\.LRR") as info:
+        get_cfg_default().merge_from_file(child)
+    assert f"config file {base}" in str(info.value)
+    _write(tmp_path / "base.yaml", "OPTIM:\n  MAX_EPOCH: ten\n")
+    with pytest.raises(ConfigError, match=r"OPTIM\.MAX_EPOCH") as info:
+        get_cfg_default().merge_from_file(child)
+    assert f"config file {base}" in str(info.value)

@@ -4,6 +4,13 @@ Semantics follow yacs: string values go through ``ast.literal_eval`` when they p
 must keep the type of the default (list and tuple convert into each other, ``None`` on either side
 is accepted) and unknown keys are refused. Nested nodes are matched with ``isinstance``, so a node
 that a trainer adds with a plain ``yacs.config.CfgNode`` merges like any other.
+
+A YAML file may start from another one with a top-level ``_BASE_: path`` (or a list of paths,
+merged in order), so that each variant file states only what differs from its base. A relative
+path is taken from the directory of the file that names it (``~`` is expanded). Bases merge
+first, recursively, then the file's own keys override; ``_BASE_`` is never a config key. Errors
+met inside a base name the base file; a missing base, a cycle or a bad ``_BASE_`` value raise
+:class:`ConfigError`.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import yaml
 from yacs.config import CfgNode as _YacsCfgNode
 
 _VALID_TYPES = (tuple, list, str, int, float, bool, type(None))
+_BASE_KEY = "_BASE_"
 
 
 class ConfigError(KeyError):
@@ -39,22 +47,50 @@ def _coerce(value: Any, original: Any, full_key: str, source: str) -> Any:
     )
 
 
+def _load_yaml_mapping(cfg_filename: str) -> dict:
+    """The top-level mapping of a YAML file (empty for an empty file); other content raises."""
+    with open(cfg_filename, "r") as f:
+        try:
+            content = yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Cannot parse config file {cfg_filename}: {exc}") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"Config file {cfg_filename} must hold a mapping of keys, got {type(content).__name__}")
+    return content
+
+
 class CfgNode(_YacsCfgNode):
     """Dassl's config node (yacs) with errors that say which key and which file are wrong."""
 
     def merge_from_file(self, cfg_filename: str) -> None:
-        """Merge a YAML file; unknown keys raise :class:`ConfigError` naming key and file."""
+        """Merge a YAML file and, first, its ``_BASE_`` files; unknown keys raise :class:`ConfigError`."""
         if not os.path.isfile(cfg_filename):
             raise FileNotFoundError(f"Config file not found: {cfg_filename}")
-        with open(cfg_filename, "r") as f:
-            try:
-                content = yaml.safe_load(f)
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"Cannot parse config file {cfg_filename}: {exc}") from None
-        if content is None:
-            return
-        if not isinstance(content, dict):
-            raise ConfigError(f"Config file {cfg_filename} must hold a mapping of keys, got {type(content).__name__}")
+        self._merge_file_with_bases(cfg_filename, [])
+
+    def _merge_file_with_bases(self, cfg_filename: str, chain: list[str]) -> None:
+        """Merge the bases of ``cfg_filename``, then the file; ``chain``: the files that led here."""
+        chain = chain + [cfg_filename]
+        content = _load_yaml_mapping(cfg_filename)
+        bases = content.pop(_BASE_KEY, [])
+        if isinstance(bases, str):
+            bases = [bases]
+        if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+            raise ConfigError(
+                f"{_BASE_KEY} in config file {cfg_filename} must be a path or a list of paths, got {bases!r}"
+            )
+        for written in bases:
+            path = os.path.join(os.path.dirname(cfg_filename), os.path.expanduser(written))
+            if not os.path.isfile(path):
+                raise ConfigError(
+                    f"Base config not found: config file {cfg_filename} has {_BASE_KEY}: {written!r}, "
+                    f"which resolves to {path}"
+                )
+            if os.path.realpath(path) in [os.path.realpath(p) for p in chain]:
+                raise ConfigError(f"Cycle in {_BASE_KEY} configs: {' -> '.join(chain + [path])}")
+            self._merge_file_with_bases(path, chain)
         self._merge_mapping(content, [], f"config file {cfg_filename}")
 
     def merge_from_other_cfg(self, cfg_other: _YacsCfgNode) -> None:
