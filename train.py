@@ -5,10 +5,14 @@
         DATASET.NUM_SHOTS 16
 
 Config merge order: defaults -> trainer extensions -> dataset YAML -> trainer YAML -> flags -> opts.
+The merged config is saved as OUTPUT_DIR/config.yaml before the trainer is built; the final
+test's results.json records the command line, the git commit and the library versions.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from typing import Optional, Sequence
 
@@ -18,29 +22,50 @@ import datasets  # noqa: F401  (registers the datasets)
 import trainers
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
-from dassl.utils import collect_env_info, set_random_seed, setup_logger
+from dassl.engine.results import provenance
+from dassl.utils import collect_env_info, mkdir_if_missing, set_random_seed, setup_logger
+from dassl.utils.tools import atomic_write
+
+CONFIG_FILE = "config.yaml"
+
+
+COMPAT_GROUP_TITLE = "accepted for compatibility with Dassl, unused here"
+
+EPILOG = (
+    "Trailing KEY VALUE pairs (e.g. DATASET.NUM_SHOTS 16 OPTIM.MAX_EPOCH 5) override config keys; "
+    "they are merged last, after the YAML files and the flags."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The upstream flags; everything after them is collected in ``opts`` (KEY VALUE pairs)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=str, default="", help="path to dataset")
-    parser.add_argument("--output-dir", type=str, default="", help="output directory")
-    parser.add_argument("--resume", type=str, default="", help="checkpoint directory (from which the training resumes)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (>= 0 fixes it; default: the config's SEED)")
-    parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
-    parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
-    parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
-    parser.add_argument("--config-file", type=str, default="", help="path to config file")
-    parser.add_argument("--dataset-config-file", type=str, default="", help="path to config file for dataset setup")
-    parser.add_argument("--trainer", type=str, default="", help="name of trainer")
-    parser.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
-    parser.add_argument("--head", type=str, default="", help="name of head")
-    parser.add_argument("--eval-only", action="store_true", help="evaluation only")
-    parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
-    parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
-    parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
-    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=EPILOG)
+    run = parser.add_argument_group(
+        "CoOp-family options", "The flags of CoOp's scripts; each given flag overrides the YAML files' key."
+    )
+    run.add_argument("--root", type=str, default="", help="path to dataset")
+    run.add_argument("--output-dir", type=str, default="", help="output directory")
+    run.add_argument("--resume", type=str, default="", help="checkpoint directory (from which the training resumes)")
+    run.add_argument("--seed", type=int, default=None, help="random seed (>= 0 fixes it; default: the config's SEED)")
+    run.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods (INPUT.TRANSFORMS)")
+    run.add_argument("--config-file", type=str, default="", help="path to config file")
+    run.add_argument("--dataset-config-file", type=str, default="", help="path to config file for dataset setup")
+    run.add_argument("--trainer", type=str, default="", help="name of trainer")
+    run.add_argument("--backbone", type=str, default="", help="CLIP model name or path (MODEL.BACKBONE.NAME)")
+    run.add_argument("--eval-only", action="store_true", help="evaluation only")
+    run.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
+    run.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
+    run.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    run.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
+    compat = parser.add_argument_group(
+        COMPAT_GROUP_TITLE,
+        "Dassl's flags for domain adaptation/generalization and for a classifier head. They are still copied "
+        "into the config (DATASET.SOURCE_DOMAINS, DATASET.TARGET_DOMAINS, MODEL.HEAD.NAME; the domains are "
+        "listed in the dataset summary), but no trainer or dataset in this repository reads them.",
+    )
+    compat.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    compat.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    compat.add_argument("--head", type=str, default="", help="name of head (MODEL.HEAD.NAME)")
     return parser
 
 
@@ -94,14 +119,41 @@ def print_args(args: argparse.Namespace, cfg) -> None:
     print(cfg)
 
 
-def main(args: argparse.Namespace):
-    """Run ``train.py`` in-process; returns the trainer (after training or evaluation)."""
+def write_config(cfg) -> str | None:
+    """Write ``cfg.dump()`` to ``OUTPUT_DIR/config.yaml`` atomically; return its path (None: no OUTPUT_DIR)."""
+    if not cfg.OUTPUT_DIR:
+        return None
+    mkdir_if_missing(cfg.OUTPUT_DIR)
+    fpath = os.path.join(cfg.OUTPUT_DIR, CONFIG_FILE)
+    text = cfg.dump()
+
+    def _write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    atomic_write(fpath, _write)
+    return fpath
+
+
+def format_command(argv: Sequence[str], prog: str = "train.py") -> str:
+    """The shell-quoted command line ``python PROG ARGV...`` (recorded in results.json)."""
+    return shlex.join(["python", prog, *argv])
+
+
+def main(args: argparse.Namespace, command_line: str | None = None):
+    """Run ``train.py`` in-process; returns the trainer (after training or evaluation).
+
+    ``command_line`` (see :func:`format_command`) is recorded in ``results.json``.
+    """
     cfg = setup_cfg(args)
     logger = None
     try:
         if cfg.SEED >= 0:
             set_random_seed(cfg.SEED)
         logger = setup_logger(cfg.OUTPUT_DIR)
+        # Before the trainer is built, so that a run that fails later still has its config.
+        write_config(cfg)
+        provenance()  # git commit and versions of the code as loaded now (cached for results.json)
         if cfg.SEED >= 0:
             print(f"Setting fixed seed: {cfg.SEED}")
         if torch.cuda.is_available() and cfg.USE_CUDA:
@@ -111,6 +163,7 @@ def main(args: argparse.Namespace):
         print(f"** System info **\n{collect_env_info()}\n")
 
         trainer = build_trainer(cfg)
+        trainer.command_line = command_line
         if args.eval_only:
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
             if trainer.eval_epoch is None:
@@ -127,9 +180,13 @@ def main(args: argparse.Namespace):
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``python train.py``: one clear message (exit code 1) for bad config input."""
+    if argv is None:
+        argv, prog = sys.argv[1:], sys.argv[0]
+    else:
+        prog = "train.py"
     args = build_parser().parse_args(argv)
     try:
-        main(args)
+        main(args, command_line=format_command(argv, prog))
     except (FileNotFoundError, KeyError, ValueError) as exc:
         if not _is_config_error(exc):
             raise

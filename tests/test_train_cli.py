@@ -3,15 +3,21 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
+import shlex
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torchvision
+import yaml
 from PIL import Image
 
 import train
+import trainers
+from dassl.config import get_cfg_default
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.metrics import compute_accuracy
@@ -294,5 +300,62 @@ def test_no_train_builds_the_trainer_only(data_root, trainer_yaml, tmp_path):
     out = str(tmp_path / "no_train")
     trainer = run(base_argv(data_root, trainer_yaml, out, "--no-train"))
     assert isinstance(trainer, ToyDasslTrainer) and trainer.get_model_names() == ["model"]
-    assert sorted(os.listdir(out)) == ["log.txt"]
+    assert sorted(os.listdir(out)) == ["config.yaml", "log.txt"]
     assert "Loading evaluator: Classification" in open(os.path.join(out, "log.txt")).read()
+
+
+def test_run_records_config_yaml_and_provenance(data_root, trainer_yaml, tmp_path):
+    out = str(tmp_path / "records")
+    argv = base_argv(data_root, trainer_yaml, out, "OPTIM.MAX_EPOCH", "1", "OPTIM.LR", "0.02")
+    assert train.cli(argv) == 0
+
+    config_path = os.path.join(out, "config.yaml")
+    with open(config_path) as f:
+        saved = yaml.safe_load(f)
+    assert saved["OPTIM"]["LR"] == 0.02 and saved["OPTIM"]["MAX_EPOCH"] == 1  # from the opts
+    assert saved["OPTIM"]["NAME"] == "sgd" and saved["INPUT"]["SIZE"] == [8, 8]  # from the YAML file
+    assert saved["SEED"] == 1 and saved["TRAINER"]["NAME"] == "ToyDasslTrainer" and saved["OUTPUT_DIR"] == out
+    expected = train.setup_cfg(train.build_parser().parse_args(argv))
+    remerged = get_cfg_default()
+    trainers.extend_cfg(remerged)
+    remerged.merge_from_file(config_path)
+    assert remerged == expected
+
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    assert results["command"] == shlex.join(["python", "train.py", *argv])
+    assert "OPTIM.LR 0.02" in results["command"] and f"--output-dir {shlex.quote(out)}" in results["command"]
+    assert results["versions"]["torch"] == torch.__version__
+    assert results["versions"]["torchvision"] == torchvision.__version__
+    assert results["versions"]["python"] == platform.python_version()
+    commit = results["git_commit"]
+    assert commit is None or re.fullmatch(r"[0-9a-f]{40}", commit)
+    assert results["git_dirty"] is None if commit is None else isinstance(results["git_dirty"], bool)
+    assert results["trainer"] == "ToyDasslTrainer" and results["epoch"] == 1  # the old fields are unchanged
+
+    in_process = str(tmp_path / "in_process")
+    run(base_argv(data_root, trainer_yaml, in_process, "OPTIM.MAX_EPOCH", "1"))  # main() without a command line
+    with open(os.path.join(in_process, "results.json")) as f:
+        assert json.load(f)["command"] is None
+
+
+def test_failed_run_still_has_its_config(tmp_path, capsys, data_root):
+    out = tmp_path / "failed"
+    argv = ["--root", data_root, "--trainer", "NoSuchTrainer", "--output-dir", str(out), "DATASET.NAME", "ToyColorsTrainCli"]
+    assert train.cli(argv) == 1
+    assert "NoSuchTrainer" in capsys.readouterr().err
+    assert yaml.safe_load((out / "config.yaml").read_text())["TRAINER"]["NAME"] == "NoSuchTrainer"
+
+
+def test_help_groups_the_flags(capsys):
+    with pytest.raises(SystemExit) as exc:
+        train.cli(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "CoOp-family options:" in text and f"{train.COMPAT_GROUP_TITLE}:" in text
+    used, compat = text.split(f"{train.COMPAT_GROUP_TITLE}:")[0], text.split(f"{train.COMPAT_GROUP_TITLE}:")[1]
+    for flag in ("--root", "--output-dir", "--trainer", "--backbone", "--transforms", "--eval-only", "--no-train"):
+        assert flag in used and flag not in compat
+    for flag in ("--source-domains", "--target-domains", "--head"):
+        assert flag in compat and f"{flag} " not in used.split("CoOp-family options:")[1]
+    assert "KEY VALUE" in text

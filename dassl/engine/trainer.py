@@ -247,6 +247,8 @@ class SimpleTrainer(TrainerBase):
         self.output_dir = cfg.OUTPUT_DIR
         self.cfg = cfg
         self.eval_epoch: Optional[int] = None
+        # The run's command line for results.json (train.py sets it; None otherwise).
+        self.command_line: str | None = None
         self.build_data_loader()
         self.build_model()
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
@@ -351,6 +353,7 @@ class SimpleTrainer(TrainerBase):
             num_classes=self.num_classes,
             epoch=self.eval_epoch,
             num_trainable_params=count_trainable_params(m for m in self._models.values() if m is not None),
+            command=getattr(self, "command_line", None),
         )
         return write_results(record, self.output_dir)
 
