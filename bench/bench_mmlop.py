@@ -56,10 +56,10 @@ def worker(classes: int, mode: str, phase: str, device_name: str, prec: str, ste
     import torch.nn.functional as F
 
     from clip.model import CLIP, MODEL_CONFIGS
-    from trainers import prompted_model
-    from trainers.clip_backbone import resolve_precision
-    from trainers.consistency import consistency_loss
-    from trainers.mmlop_model import MMLoPCLIP, MMLoPSettings
+    from trainers.core import model as prompted_model
+    from trainers.core.precision import resolve_precision
+    from trainers.core.losses import consistency_loss
+    from trainers.mmlop import MMLoPCLIP, MMLoPSettings
 
     device = torch.device(device_name)
     torch.manual_seed(0)

@@ -6,8 +6,8 @@
    ``proxy.pretrain``), or reuses the cached checkpoint;
 2. runs base-to-novel generalization (16 shots, ``proxy.runs``) over the synthetic datasets and
    seeds, through ``train.py`` into the usual ``output/base2new/...`` tree, with ZeroshotCLIP,
-   CoOp, IVLP and MMLoP by default; ``--methods all`` adds every other registered trainer that has
-   a tiny config (``configs/trainers/<Trainer>/tiny_*.yaml``: CoCoOp, MaPLe, PromptSRC);
+   CoOp, IVLP and MMLoP by default; ``--methods all`` adds every other registered trainer that
+   names a tiny config (its ``tiny_config`` fact, ``trainers/core/methods.py``), in table order;
 3. prints base / novel / HM with trainable-parameter counts and writes HM against parameters as a
    PNG (``<output>/proxy_demo/hm_vs_params.png``) plus ``summary.json``.
 
@@ -33,8 +33,6 @@ from dassl.utils.tools import write_json
 
 from .runs import REPO_ROOT, Method, RunResult, base2new, harmonic_mean
 
-# Preferred row order; a trainer is used when it is registered and has a tiny config.
-METHOD_ORDER = ("ZeroshotCLIP", "CoOp", "CoCoOp", "IVLP", "MaPLe", "PromptSRC", "MMLoP")
 ABLATION_ROWS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("IVLP (full rank)", "ivlp", ("TRAINER.MMLOP.FULL_RANK", "True", "TRAINER.MMLOP.TEXT_LOSS_WEIGHT", "0.0",
                                  "TRAINER.MMLOP.IMAGE_LOSS_WEIGHT", "0.0", "TRAINER.MMLOP.KL_LOSS_WEIGHT", "0.0",
@@ -57,7 +55,7 @@ class Preset:
     seeds: tuple[int, ...]
     extra_opts: tuple[str, ...] = ()
     output: str = "output"
-    methods: tuple[str, ...] = METHOD_ORDER
+    methods: Optional[tuple[str, ...]] = None          # None: every method with a tiny config
 
 
 # Default size: measured 579 s on 2 idle cores with a fresh cache (176 s of it pretraining).
@@ -67,33 +65,22 @@ QUICK = Preset(pretrain_steps=1200, datasets=("synthetic_fog",), seeds=(1, 2),
                output="output_quick", methods=("ZeroshotCLIP", "CoOp", "MMLoP"))
 
 
-def tiny_config(trainer: str) -> Optional[str]:
-    """Name of the first ``configs/trainers/<trainer>/tiny_*.yaml`` (sorted), or ``None``."""
-    files = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "trainers", trainer, "tiny_*.yaml")))
-    return os.path.splitext(os.path.basename(files[0]))[0] if files else None
+def available_methods(wanted: Optional[Sequence[str]] = None) -> list[Method]:
+    """The methods of the table: registered trainers with a tiny config (all, or those in
+    ``wanted``), in table order."""
+    from trainers.core.methods import registered_methods
 
-
-def available_methods(wanted: Sequence[str] = METHOD_ORDER) -> list[Method]:
-    """The methods of the table: registered trainers in ``wanted`` with a tiny config, in
-    ``METHOD_ORDER``."""
-    import trainers  # noqa: F401  (registers the trainers)
-    from dassl.engine import TRAINER_REGISTRY
-
-    methods = []
-    for name in METHOD_ORDER:
-        if name not in wanted:
-            continue
-        config = tiny_config(name)
-        if name in TRAINER_REGISTRY and config:
-            methods.append(Method(name, name, config, trains=name != "ZeroshotCLIP"))
-    return methods
+    return [Method(m.label, m.name, m.tiny_config, trains=m.trains) for m in registered_methods()
+            if m.tiny_config and (wanted is None or m.name in wanted)]
 
 
 def ablation_methods() -> list[Method]:
-    """MMLoP's ablation rows (``trainers/mmlop.py`` docstring), each in its own output folder."""
-    config = tiny_config("MMLoP")
+    """MMLoP's ablation rows (docs/METHOD.md), each in its own output folder."""
+    from trainers.core.methods import method_info
+
+    config = method_info("MMLoP").tiny_config
     if config is None:
-        raise FileNotFoundError("no configs/trainers/MMLoP/tiny_*.yaml: the ablation needs MMLoP's tiny config")
+        raise FileNotFoundError("MMLoP names no tiny config: the ablation needs one")
     return [Method(label, "MMLoP", config, opts, tag=f"{config}_ablation_{tag}") for label, tag, opts in ABLATION_ROWS]
 
 
@@ -215,7 +202,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 1 2 3; quick: 1 2)")
     parser.add_argument("--datasets", nargs="+",
                         help="dataset config names under configs/datasets/ (default synthetic_warm synthetic_fog)")
-    parser.add_argument("--methods", nargs="+", choices=METHOD_ORDER + ("all",),
+    parser.add_argument("--methods", nargs="+", choices=[m.trainer for m in available_methods()] + ["all"],
                         help="trainers to run (default ZeroshotCLIP CoOp IVLP MMLoP; 'all': every registered "
                              "trainer with a tiny config)")
     parser.add_argument("--output", help="output root (default output; quick: output_quick)")
@@ -234,7 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.output:
         preset = replace(preset, output=args.output)
     if args.methods:
-        preset = replace(preset, methods=METHOD_ORDER if "all" in args.methods else tuple(args.methods))
+        preset = replace(preset, methods=None if "all" in args.methods else tuple(args.methods))
     run_demo(preset, ablation=args.ablation, data_root=args.data, pretrain_seed=args.pretrain_seed, log=_print)
     return 0
 

@@ -133,7 +133,7 @@ def pretrain(seed: int, config: PretrainConfig = PretrainConfig(), log_every: in
     """
     torch.manual_seed(seed)
     model = build_tiny_clip(config.arch).train()
-    from trainers.templates import IMAGENET_TEMPLATES_60
+    from trainers.core.templates import IMAGENET_TEMPLATES_60
 
     batches = CaptionedShapes(seed, config.batch_size, config.held_out, config.template_mix,
                               IMAGENET_TEMPLATES_60, config.style, config.style_mix)

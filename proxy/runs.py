@@ -41,7 +41,9 @@ class Method:
         return self.tag or self.config
 
     def config_file(self) -> str:
-        return os.path.join(REPO_ROOT, "configs", "trainers", self.trainer, f"{self.config}.yaml")
+        from trainers.core.methods import method_info
+
+        return method_info(self.trainer).config_file(self.config)
 
 
 @dataclass

@@ -11,32 +11,13 @@ OUTPUT=${OUTPUT:-output}
 SHOTS=${SHOTS:-16}
 PYTHON=${PYTHON:-python}
 
-# default_cfg PROTOCOL (base2new | xd | few_shot | zeroshot): the config stem for $TRAINER.
-default_cfg() {
-    case "${TRAINER}:$1" in
-        MMLoP:base2new) echo "vit_b16_c2_ep30_batch4_4+4ctx" ;;
-        MMLoP:xd) echo "vit_b16_c2_ep30_batch4_4+4ctx_cross_datasets" ;;
-        MMLoP:few_shot) echo "vit_b16_c2_ep50_batch4_4+4ctx_few_shot" ;;
-        CoOp:base2new) echo "vit_b16_c4_ep10_batch1_ctxv1" ;;
-        CoOp:xd | CoOp:few_shot) echo "vit_b16_ep50_ctxv1" ;;
-        ZeroshotCLIP:*) echo "vit_b16" ;;
-        IVLP:base2new) echo "vit_b16_c2_ep20_batch4_4+4ctx" ;;
-        MaPLe:base2new) echo "vit_b16_c2_ep5_batch4_2ctx" ;;
-        MaPLe:xd) echo "vit_b16_c2_ep5_batch4_2ctx_cross_datasets" ;;
-        PromptSRC:base2new) echo "vit_b16_c2_ep20_batch4_4+4ctx" ;;
-        PromptSRC:xd) echo "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets" ;;
-        PromptSRC:few_shot) echo "vit_b16_c2_ep50_batch4_4+4ctx_few_shot" ;;
-        CoCoOp:base2new | CoCoOp:xd) echo "vit_b16_c4_ep10_batch1_ctxv1" ;;
-        *) echo "error: no default config for TRAINER=${TRAINER}; set CFG to a file stem of" \
-                "configs/trainers/${TRAINER}/" >&2
-           return 1 ;;
-    esac
-}
-
-# use_config PROTOCOL DATASET: CFG defaults to the PROTOCOL's config for $TRAINER (default_cfg);
-# the dataset and trainer config files must exist (check_inputs).
+# use_config PROTOCOL DATASET: sets TRAINS (1, or 0 for evaluation-only trainers), CFG (default:
+# $TRAINER's config for PROTOCOL) and CONFIG_FILE from the trainer's own facts
+# (python -m trainers.core shell), then checks that the dataset and trainer config files exist.
 use_config() {
-    CFG=${CFG:-$(default_cfg "$1")}
+    local facts
+    facts=$("${PYTHON}" -m trainers.core shell "${TRAINER}" "$1" "${CFG:-}") || exit 2
+    eval "${facts}"
     check_inputs "$2"
 }
 
@@ -47,8 +28,8 @@ check_inputs() {
              "there, e.g. imagenet, oxford_pets)" >&2
         exit 2
     fi
-    if [ ! -f "configs/trainers/${TRAINER}/${CFG}.yaml" ]; then
-        echo "error: configs/trainers/${TRAINER}/${CFG}.yaml not found (set CFG and TRAINER)" >&2
+    if [ ! -f "${CONFIG_FILE}" ]; then
+        echo "error: ${CONFIG_FILE} not found (set CFG and TRAINER)" >&2
         exit 2
     fi
 }
@@ -64,7 +45,7 @@ finished() {
 
 # load_epoch [KEY VALUE ...]: OPTIM.MAX_EPOCH of the trainer config after the given overrides.
 load_epoch() {
-    "${PYTHON}" scripts/read_cfg.py "configs/trainers/${TRAINER}/${CFG}.yaml" OPTIM.MAX_EPOCH "$@"
+    "${PYTHON}" scripts/read_cfg.py "${CONFIG_FILE}" OPTIM.MAX_EPOCH "$@"
 }
 
 # require_model MODEL_DIR HINT: a trained model must exist before testing.
@@ -75,9 +56,9 @@ require_model() {
     fi
 }
 
-# is_eval_only: trainers with nothing to train are only evaluated.
+# is_eval_only: trainers with nothing to train are only evaluated (TRAINS=0, from use_config).
 is_eval_only() {
-    [ "${TRAINER}" = "ZeroshotCLIP" ]
+    [ "${TRAINS}" = 0 ]
 }
 
 # set_model_args MODEL_DIR HINT [KEY VALUE ...]: MODEL_ARGS=(--model-dir MODEL_DIR --load-epoch
@@ -92,7 +73,7 @@ set_model_args() {
     MODEL_ARGS=(--model-dir "${model_dir}" --load-epoch "$(load_epoch "$@")")
 }
 
-# train_py DATASET SEED DIR [ARGS ...]: train.py for $TRAINER with configs/trainers/$TRAINER/$CFG
+# train_py DATASET SEED DIR [ARGS ...]: train.py for $TRAINER with $CONFIG_FILE
 # on configs/datasets/DATASET.yaml, output DIR, --seed SEED (none when SEED is empty); ARGS are
 # further flags, then KEY VALUE opts.
 train_py() {
@@ -102,7 +83,7 @@ train_py() {
     if [ -n "${seed}" ]; then seed_args=(--seed "${seed}"); fi
     "${PYTHON}" train.py --root "${DATA}" "${seed_args[@]}" --trainer "${TRAINER}" \
         --dataset-config-file "configs/datasets/${dataset}.yaml" \
-        --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
+        --config-file "${CONFIG_FILE}" \
         --output-dir "${dir}" "$@"
 }
 

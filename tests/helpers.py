@@ -1,5 +1,5 @@
 """Shared helpers for the dataset and pipeline tests: a minimal dataset config, file writers and
-the optional ``../shared/data`` folder."""
+the optional shared data folder (``$MMLOP_SHARED_DATA``, default ``<repo>/../shared/data``)."""
 from __future__ import annotations
 
 import os
@@ -9,8 +9,13 @@ import pytest
 from yacs.config import CfgNode as CN
 
 REPO = Path(__file__).resolve().parents[1]
-# CoOp's split files and a slice of real images; absent in a user's clone, so tests skip.
-SHARED_DATA = REPO.parent / "shared" / "data"
+# CoOp's split files, a slice of real images and upstream fixtures; absent in a user's clone, so the
+# tests that need them skip. The environment variable MMLOP_SHARED_DATA points the tests elsewhere.
+SHARED_DATA_ENV = "MMLOP_SHARED_DATA"
+SHARED_DATA = Path(os.path.expanduser(os.environ.get(SHARED_DATA_ENV) or str(REPO.parent / "shared" / "data")))
+SHARED_DATA_HINT = (
+    f"set {SHARED_DATA_ENV} to a folder with coop_splits/, real/ and upstream_fixtures/ to run this test"
+)
 
 
 def make_cfg(root, name: str, shots: int = 0, seed: int = 1, subsample: str = "all") -> CN:
@@ -39,7 +44,12 @@ def write(path, text: str) -> None:
         f.write(text)
 
 
+def shared_data_skip_reason(path) -> str:
+    """The skip reason for a missing ``path`` under ``SHARED_DATA``: what is absent, how to enable the test."""
+    return f"{path} is absent: {SHARED_DATA_HINT}"
+
+
 def skip_unless_dir(path: Path) -> None:
     """Skip the calling test when the folder ``path`` (under ``SHARED_DATA``) is absent."""
     if not Path(path).is_dir():
-        pytest.skip(f"{path} is absent")
+        pytest.skip(shared_data_skip_reason(path))

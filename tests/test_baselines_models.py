@@ -9,12 +9,12 @@ import torch.nn.functional as F
 
 import clip
 from clip.model import build_model_from_config
-from trainers.clip_backbone import Precision
+from trainers.core.precision import Precision
 from trainers.cocoop import CoCoOpCLIP
-from trainers.ivlp_model import IVLPCLIP, IVLPSettings
+from trainers.ivlp import IVLPCLIP, IVLPSettings
 from trainers.maple import MaPLeCLIP
-from trainers.mmlop_model import MMLoPCLIP, MMLoPSettings
-from trainers.gpa import GaussianPromptAggregator, gpa_state, restore_gpa
+from trainers.mmlop import MMLoPCLIP, MMLoPSettings
+from trainers.core.gpa import GaussianPromptAggregator, gpa_state, restore_gpa
 from trainers.promptsrc import PromptSRCCLIP
 from tests.clip_helpers import record_block_inputs, tiny_model
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from clip.model import build_model_from_config
-from trainers.gpa import GaussianPromptAggregator, gpa_weights
+from trainers.core.gpa import GaussianPromptAggregator, gpa_weights
 from trainers.mmlop import MMLoP
 from trainers.promptsrc import PromptSRC
 

@@ -8,17 +8,11 @@ import torch
 
 from clip.model import CLIP, MODEL_CONFIGS
 from trainers.cocoop import CoCoOpCLIP
-from trainers.ivlp_model import IVLPCLIP, IVLPSettings
+from trainers.ivlp import IVLPCLIP, IVLPSettings
 from trainers.maple import MaPLeCLIP
 from trainers.promptsrc import PromptSRCCLIP
 
 CLASSES = ["red circle", "blue square"]
-
-
-@pytest.fixture(scope="module")
-def vit_b16():
-    torch.manual_seed(0)
-    return CLIP(**MODEL_CONFIGS["ViT-B/16"]).eval()
 
 
 def _n_trainable(module):

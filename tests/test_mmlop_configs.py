@@ -8,7 +8,7 @@ import pytest
 
 import trainers
 from dassl.config import get_cfg_default
-from trainers.mmlop_model import MMLoPPromptLearner, MMLoPSettings
+from trainers.mmlop import MMLoPPromptLearner, MMLoPSettings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 B2N = "vit_b16_c2_ep30_batch4_4+4ctx"

@@ -7,8 +7,9 @@ import torch
 
 import clip
 from clip.model import build_model_from_config
-from trainers.prompted_clip import (ClassPrompts, PromptedImageEncoder, PromptedTextEncoder,
-                                    TextFeatureCache, count_tokens)
+from trainers.core.encoders import PromptedImageEncoder, PromptedTextEncoder
+from trainers.core.model import TextFeatureCache
+from trainers.core.text_inputs import ClassPrompts, count_tokens
 from tests.clip_helpers import record_block_inputs, tiny_model
 
 TINY = dict(vision_layers=3, transformer_layers=3, vision_width=64, transformer_width=64,

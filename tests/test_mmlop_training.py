@@ -9,11 +9,11 @@ import torch.nn.functional as F
 
 import clip
 from clip.model import build_model_from_config
-from trainers import zeroshot_features
-from trainers.clip_backbone import Precision
-from trainers.consistency import consistency_loss, drift_correct
-from trainers.mmlop_model import MMLoPCLIP, MMLoPSettings
-from trainers.templates import IMAGENET_TEMPLATES_60
+from trainers.core import anchors as zeroshot_features
+from trainers.core.precision import Precision
+from trainers.core.losses import consistency_loss, drift_correct
+from trainers.mmlop import MMLoPCLIP, MMLoPSettings
+from trainers.core.templates import IMAGENET_TEMPLATES_60
 
 TINY = dict(vision_layers=3, transformer_layers=3, vision_width=64, transformer_width=64,
             transformer_heads=2, image_resolution=32, vision_patch_size=8, embed_dim=32)

@@ -11,16 +11,10 @@ import torch
 import clip
 from clip.model import MODEL_CONFIGS, CLIP
 from trainers.coop import CoOpCLIP
-from trainers.mmlop_model import MMLoPCLIP, MMLoPSettings
+from trainers.mmlop import MMLoPCLIP, MMLoPSettings
 
 CLASSES = ["red circle", "blue square", "green_triangle"]
 NO_ANCHORS = dict(drift_correction=False, text_loss_weight=0.0, kl_loss_weight=0.0)
-
-
-@pytest.fixture(scope="module")
-def vit_b16():
-    torch.manual_seed(0)
-    return CLIP(**MODEL_CONFIGS["ViT-B/16"]).eval()
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def test_methods_are_registered_trainers_with_tiny_configs():
     from dassl.engine import TRAINER_REGISTRY
 
     ours = [n for n in TRAINER_REGISTRY.registered_names() if TRAINER_REGISTRY.get(n).__module__.startswith("trainers.")]
-    assert len(ours) == 7 and sorted(names) == sorted(ours)  # other tests may register toy trainers
+    assert sorted(names) == sorted(ours)  # other tests may register toy trainers
 
 
 def test_ablation_rows_reach_every_setting_by_opts_alone():

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from clip.model import CLIP, MODEL_CONFIGS
-from trainers import prompt_trainer
-from trainers.clip_backbone import freeze
+from trainers.core import trainer as prompt_trainer
+from trainers.core.backbone import freeze
 from trainers.mmlop import MMLoP
 from tests.helpers import REPO, SHARED_DATA
 
@@ -18,7 +18,8 @@ DTD = str(SHARED_DATA / "real" / "dtd")
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isfile(os.path.join(DTD, "split_zhou_DescribableTextures.json")),
-                    reason="real DTD slice (../shared/data/real/dtd) not available")
+                    reason=f"real DTD slice {DTD} is absent: set MMLOP_SHARED_DATA to a folder with "
+                           "coop_splits/, real/ and upstream_fixtures/ to run this test")
 def test_mmlop_iterations_on_real_dtd_with_vit_b16(tmp_path, monkeypatch, capsys):
     import train
 

@@ -11,9 +11,9 @@ import torch
 
 import clip
 from clip.model import build_model_from_config
-from trainers.clip_backbone import resolve_precision
+from trainers.core.precision import resolve_precision
 from trainers.coop import CoOpCLIP
-from trainers.templates import IMAGENET_TEMPLATES_60, dataset_template
+from trainers.core.templates import IMAGENET_TEMPLATES_60, dataset_template
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(vision_layers=2, transformer_layers=2, vision_width=64, transformer_width=64,

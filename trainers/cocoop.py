@@ -1,6 +1,6 @@
 """The ``CoCoOp`` trainer: a text context shifted per image by a small meta-network.
 
-Model (``reference/dassl_coop.md`` §7.5): ``ctx [N_CTX, D_t]`` (CoOp's init: the embeddings of
+Model (docs/METHOD.md): ``ctx [N_CTX, D_t]`` (CoOp's init: the embeddings of
 ``CTX_INIT``, whose BPE length then sets the number of tokens, or ``N(0, 0.02^2)`` and "X"s) and
 ``meta_net`` = ``linear1`` (``E -> E // 16``), ``relu``, ``linear2`` (``E // 16 -> D_t``), where
 ``E`` is CLIP's embedding width. For normalized image features ``f [B, E]`` each image ``i`` gets
@@ -28,21 +28,12 @@ from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY
 
-from .clip_backbone import Precision
-from .ivlp import CrossEntropyPromptTrainer
-from .ivlp_model import normal_prompt, text_context
-from .prompted_clip import count_tokens
-from .prompted_model import PromptedCLIP
-
-
-def add_config(cfg) -> None:
-    """Add the ``TRAINER.COCOOP`` node (see the module docstring)."""
-    cfg.TRAINER.COCOOP = CN()
-    node = cfg.TRAINER.COCOOP
-    node.N_CTX = 16
-    node.CTX_INIT = ""
-    node.PREC = "fp16"
-    node.TRUNCATE_TEXT = True
+from .core import checks
+from .core.context import clean_ctx_init, context_parameter, normal_prompt, text_context
+from .core.model import PromptedCLIP
+from .core.precision import Precision
+from .core.text_inputs import count_tokens
+from .core.trainer import CrossEntropyPromptTrainer
 
 
 class CoCoOpPromptLearner(nn.Module):
@@ -50,8 +41,7 @@ class CoCoOpPromptLearner(nn.Module):
 
     def __init__(self, n_ctx: int, ctx_dim: int, vis_dim: int, init: torch.Tensor | None = None):
         super().__init__()
-        self.ctx = normal_prompt(n_ctx, ctx_dim) if init is None else \
-            nn.Parameter(init.detach().float().clone())
+        self.ctx = normal_prompt(n_ctx, ctx_dim) if init is None else context_parameter(init)
         hidden = vis_dim // 16
         if hidden < 1:
             raise ValueError(f"CoCoOp's meta-net needs an embedding width >= 16, got {vis_dim}")
@@ -72,18 +62,17 @@ class CoCoOpCLIP(PromptedCLIP):
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = 16,
                  ctx_init: str = "", precision: Precision | None = None,
                  truncate_text: bool = True, text_batch: int = 4096):
-        init_text = ctx_init.replace("_", " ").strip()
-        if init_text:
-            n_ctx = count_tokens(init_text)
+        if clean_ctx_init(ctx_init):
+            n_ctx = count_tokens(clean_ctx_init(ctx_init))
         if n_ctx < 1:
             raise ValueError(f"TRAINER.COCOOP.N_CTX must be >= 1, got {n_ctx}")
-        prefix, init = text_context(clip_model, init_text, n_ctx)
-        print(f'Initial context: "{prefix}"')
+        context = text_context(clip_model, ctx_init, n_ctx)
+        print(f'Initial context: "{context.prefix}"')
         print(f"Number of context words (tokens): {n_ctx}")
         embed_dim = int(clip_model.text_projection.shape[1])
         learner = CoCoOpPromptLearner(n_ctx, int(clip_model.ln_final.weight.shape[0]), embed_dim,
-                                      init)
-        super().__init__(clip_model, classnames, learner, prefix, precision,
+                                      context.init)
+        super().__init__(clip_model, classnames, learner, context.prefix, precision,
                          truncate_text=truncate_text, cache_text=False)
         self.text_batch = text_batch
 
@@ -115,9 +104,31 @@ class CoCoOpCLIP(PromptedCLIP):
 class CoCoOp(CrossEntropyPromptTrainer):
     """Conditional Context Optimization (Zhou et al., CVPR 2022)."""
 
+    description = "text context shifted per image by a small meta-network"
+    config_node = "COCOOP"
+    default_configs = {"base2new": "vit_b16_c4_ep10_batch1_ctxv1",
+                       "xd": "vit_b16_c4_ep10_batch1_ctxv1"}
+    tiny_config = "tiny_c4_ep10_batch4_ctxv1"
+    table_order = 20
+
+    @classmethod
+    def add_config(cls, cfg) -> None:
+        cfg.TRAINER.COCOOP = CN()
+        node = cfg.TRAINER.COCOOP
+        node.N_CTX = 16
+        node.CTX_INIT = ""
+        node.PREC = "fp16"
+        node.TRUNCATE_TEXT = True
+
+    @classmethod
+    def check_config(cls, cfg, node, prefix: str) -> None:
+        super().check_config(cfg, node, prefix)
+        checks.check_range(node, prefix, "N_CTX", low=1)
+        checks.check_ctx_init(node, prefix)
+
     def build_model(self) -> None:
-        node = self.cfg.TRAINER.COCOOP
-        clip_model = self.load_backbone("TRAINER.COCOOP.PREC")
+        node = self.node
+        clip_model = self.load_backbone()
         print("Building custom CLIP")
         self.model = CoCoOpCLIP(clip_model, self.dm.dataset.classnames, node.N_CTX,
                                 node.CTX_INIT, self.precision, node.TRUNCATE_TEXT)

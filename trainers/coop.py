@@ -4,7 +4,8 @@ Config node ``TRAINER.COOP`` (upstream names and defaults): ``N_CTX`` 16, ``CSC`
 ``CTX_INIT`` "" (e.g. "a photo of a": then the context starts as those tokens' embeddings and
 N_CTX is its number of BPE tokens; upstream counted words, which differs for words such as
 "itap"), ``CLASS_TOKEN_POSITION`` end/middle/front, ``PREC`` fp16/fp32/bf16/amp (fp32 on CPU),
-plus ``TRUNCATE_TEXT`` and ``CACHE_TEXT`` (the exact speed-ups of ``trainers/prompted_clip.py``).
+plus ``TRUNCATE_TEXT`` and ``CACHE_TEXT`` (the core's exact speed-ups, ``core/encoders.py`` and
+``core/model.py``).
 The parameter is ``ctx`` (``[N_CTX, D]``, or ``[n_cls, N_CTX, D]`` with CSC); the registered
 module is ``prompt_learner``, whose checkpoints hold ``ctx`` only.
 """
@@ -17,29 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode as CN
 
-import clip
 from dassl.engine import TRAINER_REGISTRY
-from dassl.metrics import compute_accuracy
 
-from .clip_backbone import Precision
-from .prompt_trainer import PromptTrainer
-from .prompted_clip import count_tokens
-from .prompted_model import PromptedCLIP
+from .core import checks
+from .core.context import clean_ctx_init, context_parameter, text_context
+from .core.model import PromptedCLIP
+from .core.precision import Precision
+from .core.text_inputs import count_tokens
+from .core.trainer import CrossEntropyPromptTrainer
 
 POSITIONS = ("end", "middle", "front")
-
-
-def add_config(cfg) -> None:
-    """Add the ``TRAINER.COOP`` node (upstream keys plus the two speed-up switches)."""
-    cfg.TRAINER.COOP = CN()
-    node = cfg.TRAINER.COOP
-    node.N_CTX = 16
-    node.CSC = False
-    node.CTX_INIT = ""
-    node.PREC = "fp16"
-    node.CLASS_TOKEN_POSITION = "end"
-    node.TRUNCATE_TEXT = True
-    node.CACHE_TEXT = True
 
 
 class CoOpPromptLearner(nn.Module):
@@ -57,14 +45,13 @@ class CoOpPromptLearner(nn.Module):
                              f"{', '.join(POSITIONS)}, got {position!r}")
         self.n_ctx, self.position = n_ctx, position
         if init_embeddings is not None:
-            ctx = init_embeddings.detach().float().clone()
+            self.ctx = context_parameter(init_embeddings)
         elif csc:
             print("Initializing class-specific contexts")
-            ctx = torch.randn(n_cls, n_ctx, ctx_dim) * 0.02
+            self.ctx = nn.Parameter(torch.randn(n_cls, n_ctx, ctx_dim) * 0.02)
         else:
             print("Initializing a generic context")
-            ctx = torch.randn(n_ctx, ctx_dim) * 0.02
-        self.ctx = nn.Parameter(ctx)
+            self.ctx = nn.Parameter(torch.randn(n_ctx, ctx_dim) * 0.02)
 
     def assemble(self, embeddings: torch.Tensor, name_lens: Sequence[int]) -> torch.Tensor:
         c = embeddings.shape[0]
@@ -93,22 +80,15 @@ class CoOpCLIP(PromptedCLIP):
                  ctx_init: str = "", csc: bool = False, position: str = "end",
                  precision: Precision | None = None, truncate_text: bool = True,
                  cache_text: bool = True):
-        init_text = ctx_init.replace("_", " ").strip()
-        init = None
-        if init_text:
-            n_ctx = count_tokens(init_text)
-            tokens = clip.tokenize(init_text,
-                                   context_length=int(clip_model.positional_embedding.shape[0]))
-            weight = clip_model.token_embedding.weight
-            init = weight[tokens[0, 1:1 + n_ctx].to(weight.device)].detach().float()
-            prefix = init_text
-        else:
-            prefix = " ".join(["X"] * n_ctx)
-        print(f'Initial context: "{prefix}"')
+        if clean_ctx_init(ctx_init):
+            n_ctx = count_tokens(clean_ctx_init(ctx_init))
+        context = text_context(clip_model, ctx_init, n_ctx)
+        print(f'Initial context: "{context.prefix}"')
         print(f"Number of context words (tokens): {n_ctx}")
         learner = CoOpPromptLearner(n_ctx, int(clip_model.ln_final.weight.shape[0]),
-                                    len(classnames), csc and init is None, position, init)
-        super().__init__(clip_model, classnames, learner, prefix, precision,
+                                    len(classnames), csc and context.init is None, position,
+                                    context.init)
+        super().__init__(clip_model, classnames, learner, context.prefix, precision,
                          truncate_text=truncate_text, cache_text=cache_text)
 
     def encode_class_texts(self, text_prompts=()) -> torch.Tensor:
@@ -128,24 +108,41 @@ class CoOpCLIP(PromptedCLIP):
 
 
 @TRAINER_REGISTRY.register()
-class CoOp(PromptTrainer):
+class CoOp(CrossEntropyPromptTrainer):
     """Context Optimization (Zhou et al., IJCV 2022)."""
 
+    description = "learned text context shared by all classes (or one per class)"
+    config_node = "COOP"
+    default_configs = {"base2new": "vit_b16_c4_ep10_batch1_ctxv1", "xd": "vit_b16_ep50_ctxv1",
+                       "few_shot": "vit_b16_ep50_ctxv1"}
+    tiny_config = "tiny_ctx4_ep10"
+    table_order = 10
+
+    @classmethod
+    def add_config(cls, cfg) -> None:
+        """Upstream keys plus the two speed-up switches."""
+        cfg.TRAINER.COOP = CN()
+        node = cfg.TRAINER.COOP
+        node.N_CTX = 16
+        node.CSC = False
+        node.CTX_INIT = ""
+        node.PREC = "fp16"
+        node.CLASS_TOKEN_POSITION = "end"
+        node.TRUNCATE_TEXT = True
+        node.CACHE_TEXT = True
+
+    @classmethod
+    def check_config(cls, cfg, node, prefix: str) -> None:
+        super().check_config(cfg, node, prefix)
+        checks.check_range(node, prefix, "N_CTX", low=1)
+        checks.check_choice(node, prefix, "CLASS_TOKEN_POSITION", POSITIONS)
+        checks.check_ctx_init(node, prefix)
+
     def build_model(self) -> None:
-        node = self.cfg.TRAINER.COOP
-        clip_model = self.load_backbone("TRAINER.COOP.PREC")
+        node = self.node
+        clip_model = self.load_backbone()
         print("Building custom CLIP")
         self.model = CoOpCLIP(clip_model, self.dm.dataset.classnames, node.N_CTX, node.CTX_INIT,
                               node.CSC, node.CLASS_TOKEN_POSITION, self.precision,
                               node.TRUNCATE_TEXT, node.CACHE_TEXT)
         self.register_prompt_learner(self.model.prompt_learner)
-
-    def forward_backward(self, batch) -> dict:
-        image, label = self.parse_batch_train(batch)
-        output = self.model(image)
-        loss = F.cross_entropy(output.float(), label)
-        self.backward_and_update(loss)
-        summary = {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return summary

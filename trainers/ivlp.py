@@ -1,5 +1,13 @@
 """The ``IVLP`` trainer: independent deep vision and language prompting, cross-entropy only.
 
+Prompts: text ``P_l [N_CTX_TEXT, D_t]`` for layers ``l < PROMPT_DEPTH_TEXT`` and vision
+``V_l [N_CTX_VISION, D_v]`` for ``l < PROMPT_DEPTH_VISION`` (0 = no vision prompt: deep language
+prompting), placed the IVLP/PromptSRC way (``core/encoders.py``). ``P_0`` starts from ``CTX_INIT``
+(``core/context.py``: with 2 tokens and "a photo of a", "of a" stays as fixed words after the
+learned ones); every other prompt is ``N(0, 0.02^2)``. Parameter names (the same as MMLoP's
+full-rank prompts, so values copy across): ``ctx_text.<l>``, ``ctx_vision.<l>``. ViT-B/16: 4+4 at
+depth 9 = 46,080; 2+2 at depth 12 = 30,720.
+
 Config node ``TRAINER.IVLP`` (upstream names; defaults as upstream ``train.py``):
 
 ===================  ==============  ====================================================
@@ -21,13 +29,21 @@ Configs: ``configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml`` (MaPLe repo
 """
 from __future__ import annotations
 
-import torch.nn.functional as F
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
 from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY
 
-from .ivlp_model import IVLPCLIP, IVLPSettings
-from .prompt_trainer import PromptTrainer
+from .core import checks
+from .core.backbone import backbone_dims
+from .core.context import context_parameter, normal_prompt, text_context
+from .core.model import PromptedCLIP
+from .core.precision import Precision
+from .core.trainer import CrossEntropyPromptTrainer
 
 
 def add_ivlp_keys(node: CN) -> CN:
@@ -43,27 +59,137 @@ def add_ivlp_keys(node: CN) -> CN:
     return node
 
 
-def add_config(cfg) -> None:
-    """Add the ``TRAINER.IVLP`` node (see the module docstring)."""
-    cfg.TRAINER.IVLP = add_ivlp_keys(CN())
+def check_ivlp_keys(cfg, node, prefix: str) -> None:
+    """Ranges of IVLP's keys (shared with PromptSRC); depths against a published backbone."""
+    checks.check_range(node, prefix, "N_CTX_TEXT", low=1)
+    checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH_TEXT", "text")
+    checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH_VISION", "vision", low=0)
+    if node.PROMPT_DEPTH_VISION:
+        checks.check_range(node, prefix, "N_CTX_VISION", low=1)
+    checks.check_ctx_init(node, prefix)
 
 
-class CrossEntropyPromptTrainer(PromptTrainer):
-    """A prompt trainer whose model maps images to logits and whose loss is cross-entropy."""
+@dataclass(frozen=True)
+class IVLPSettings:
+    """The config keys that shape an IVLP (or PromptSRC) model; ``key`` names the config node."""
 
-    def forward_backward(self, batch) -> dict:
-        image, label = self.parse_batch_train(batch)
-        output = self.model(image)
-        return self.finish_step(F.cross_entropy(output, label), output, label)
+    n_ctx_text: int = 2
+    n_ctx_vision: int = 2
+    depth_text: int = 9
+    depth_vision: int = 9
+    ctx_init: str = "a photo of a"
+    truncate_text: bool = True
+    cache_text: bool = True
+    key: str = "TRAINER.IVLP"
+
+    @classmethod
+    def from_cfg(cls, node, key: str) -> "IVLPSettings":
+        """From a ``cfg.TRAINER.<NAME>`` node with IVLP's keys."""
+        return cls(n_ctx_text=node.N_CTX_TEXT, n_ctx_vision=node.N_CTX_VISION,
+                   depth_text=node.PROMPT_DEPTH_TEXT, depth_vision=node.PROMPT_DEPTH_VISION,
+                   ctx_init=node.CTX_INIT, truncate_text=node.TRUNCATE_TEXT,
+                   cache_text=node.CACHE_TEXT, key=key)
+
+    def validate(self, clip_model: nn.Module) -> None:
+        """Raise ``ValueError`` naming the key that does not fit ``clip_model``."""
+        _, vision_width, text_layers, vision_layers = backbone_dims(clip_model)
+        k = self.key
+        if self.n_ctx_text < 1:
+            raise ValueError(f"{k}.N_CTX_TEXT must be >= 1, got {self.n_ctx_text}")
+        if not 1 <= self.depth_text <= text_layers:
+            raise ValueError(f"{k}.PROMPT_DEPTH_TEXT must be in 1..{text_layers} for this "
+                             f"backbone, got {self.depth_text}")
+        if self.depth_vision == 0:
+            return
+        if not vision_width:
+            raise ValueError(f"{k}.PROMPT_DEPTH_VISION {self.depth_vision} needs a ViT backbone; "
+                             "this CLIP has a ResNet image tower (set it to 0 or use ViT-*)")
+        if not 0 <= self.depth_vision <= vision_layers:
+            raise ValueError(f"{k}.PROMPT_DEPTH_VISION must be in 0..{vision_layers} for this "
+                             f"backbone, got {self.depth_vision}")
+        if self.n_ctx_vision < 1:
+            raise ValueError(f"{k}.N_CTX_VISION must be >= 1, got {self.n_ctx_vision}")
+
+
+class IVLPPromptLearner(nn.Module):
+    """Independent per-layer text and vision prompts; ``forward()`` -> ``(text, vision)`` lists.
+
+    ``init``: ``[n_ctx_text, text_dim]`` initial ``P_0`` (or ``None``: random).
+    """
+
+    def __init__(self, settings: IVLPSettings, text_dim: int, vision_dim: int,
+                 init: torch.Tensor | None = None):
+        super().__init__()
+        s = settings
+        text = [normal_prompt(s.n_ctx_text, text_dim) for _ in range(s.depth_text)]
+        if init is not None:
+            if tuple(init.shape) != (s.n_ctx_text, text_dim):
+                raise ValueError(f"init must be [{s.n_ctx_text}, {text_dim}], "
+                                 f"got {tuple(init.shape)}")
+            text[0] = context_parameter(init)
+        self.ctx_text = nn.ParameterList(text)
+        self.ctx_vision = nn.ParameterList(
+            [normal_prompt(s.n_ctx_vision, vision_dim) for _ in range(s.depth_vision)])
+
+    def forward(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        return list(self.ctx_text), list(self.ctx_vision)
+
+
+class IVLPCLIP(PromptedCLIP):
+    """Frozen CLIP + ``IVLPPromptLearner``; ``forward(images)`` -> logits ``[B, C]`` (fp32).
+
+    ``anchor_templates`` (PromptSRC) requests the zero-shot text anchors ``text_anchors``.
+    """
+
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], settings: IVLPSettings,
+                 precision: Precision | None = None,
+                 anchor_templates: Sequence[str] | None = None):
+        settings.validate(clip_model)
+        text_dim, vision_dim, _, _ = backbone_dims(clip_model)
+        context = text_context(clip_model, settings.ctx_init, settings.n_ctx_text)
+        print(f'Initial text context: "{context.prefix}"')
+        print(f"Number of context words (tokens) for language prompting: {settings.n_ctx_text}")
+        print(f"Number of context words (tokens) for vision prompting: "
+              f"{settings.n_ctx_vision if settings.depth_vision else 0}")
+        learner = IVLPPromptLearner(settings, text_dim, vision_dim, context.init)
+        super().__init__(clip_model, classnames, learner, context.prefix, precision,
+                         anchor_templates=anchor_templates, truncate_text=settings.truncate_text,
+                         cache_text=settings.cache_text)
+        self.settings = settings
+
+    def prompted_features(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Normalized class text features ``[C, E]`` (cached while autograd is off) and the
+        vision prompts."""
+        text_prompts, vision_prompts = self.prompt_learner()
+        return self.cached(lambda: self.encode_class_texts(text_prompts)), vision_prompts
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        text, vision_prompts = self.prompted_features()
+        return self.logit_scale * self.image_features(images, vision_prompts) @ text.t()
 
 
 @TRAINER_REGISTRY.register()
 class IVLP(CrossEntropyPromptTrainer):
     """Independent Vision-Language Prompting (the MaPLe paper's baseline)."""
 
+    description = "independent deep text and vision prompts, full rank, cross-entropy only"
+    config_node = "IVLP"
+    default_configs = {"base2new": "vit_b16_c2_ep20_batch4_4+4ctx"}
+    tiny_config = "tiny_4+4ctx_ep10"
+    table_order = 30
+
+    @classmethod
+    def add_config(cls, cfg) -> None:
+        cfg.TRAINER.IVLP = add_ivlp_keys(CN())
+
+    @classmethod
+    def check_config(cls, cfg, node, prefix: str) -> None:
+        super().check_config(cfg, node, prefix)
+        check_ivlp_keys(cfg, node, prefix)
+
     def build_model(self) -> None:
-        settings = IVLPSettings.from_cfg(self.cfg.TRAINER.IVLP, "TRAINER.IVLP")
-        clip_model = self.load_backbone("TRAINER.IVLP.PREC")
+        settings = IVLPSettings.from_cfg(self.node, "TRAINER.IVLP")
+        clip_model = self.load_backbone()
         print("Building custom CLIP")
         self.model = IVLPCLIP(clip_model, self.dm.dataset.classnames, settings, self.precision)
         self.register_prompt_learner(self.model.prompt_learner)

@@ -1,6 +1,6 @@
 """The ``MaPLe`` trainer: deep text prompts coupled to vision prompts by per-layer linear maps.
 
-Model (``reference/maple_promptsrc.md`` §1.4), depth ``J = PROMPT_DEPTH``, ``n = N_CTX``:
+Model (docs/METHOD.md), depth ``J = PROMPT_DEPTH``, ``n = N_CTX``:
 
 * text prompts ``P_0 = ctx`` (the first ``n`` token embeddings of ``CTX_INIT``, whose whole text
   is the prompt prefix; random ``N(0, 0.02^2)`` and "X"s when it is empty or too short) and
@@ -30,22 +30,12 @@ from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY
 
-from .clip_backbone import Precision
-from .ivlp import CrossEntropyPromptTrainer
-from .ivlp_model import backbone_dims, normal_prompt, text_context
-from .prompted_model import PromptedCLIP
-
-
-def add_config(cfg) -> None:
-    """Add the ``TRAINER.MAPLE`` node (see the module docstring)."""
-    cfg.TRAINER.MAPLE = CN()
-    node = cfg.TRAINER.MAPLE
-    node.N_CTX = 2
-    node.CTX_INIT = "a photo of a"
-    node.PREC = "fp16"
-    node.PROMPT_DEPTH = 9
-    node.TRUNCATE_TEXT = True
-    node.CACHE_TEXT = True
+from .core import checks
+from .core.backbone import backbone_dims
+from .core.context import context_parameter, normal_prompt, text_context
+from .core.model import PromptedCLIP
+from .core.precision import Precision
+from .core.trainer import CrossEntropyPromptTrainer
 
 
 class MaPLePromptLearner(nn.Module):
@@ -54,10 +44,8 @@ class MaPLePromptLearner(nn.Module):
     def __init__(self, n_ctx: int, depth: int, text_dim: int, vision_dim: int,
                  init: torch.Tensor | None = None):
         super().__init__()
-        ctx = normal_prompt(n_ctx, text_dim)
-        if init is not None:
-            ctx = nn.Parameter(init.detach().float().clone())
-        self.ctx = ctx
+        ctx = normal_prompt(n_ctx, text_dim)        # drawn even when replaced: same random stream
+        self.ctx = ctx if init is None else context_parameter(init)
         self.proj = nn.Linear(text_dim, vision_dim)
         self.compound_prompts_text = nn.ParameterList(
             [normal_prompt(n_ctx, text_dim) for _ in range(depth - 1)])
@@ -87,12 +75,12 @@ class MaPLeCLIP(PromptedCLIP):
         if not 1 <= depth <= min(text_layers, vision_layers):
             raise ValueError(f"TRAINER.MAPLE.PROMPT_DEPTH must be in "
                              f"1..{min(text_layers, vision_layers)} for this backbone, got {depth}")
-        prefix, init = text_context(clip_model, ctx_init, n_ctx)
+        context = text_context(clip_model, ctx_init, n_ctx)
         print("MaPLe design: Multi-modal Prompt Learning")
-        print(f'Initial context: "{prefix}"')
+        print(f'Initial context: "{context.prefix}"')
         print(f"Number of MaPLe context words (tokens): {n_ctx}")
-        learner = MaPLePromptLearner(n_ctx, depth, text_dim, vision_dim, init)
-        super().__init__(clip_model, classnames, learner, prefix, precision,
+        learner = MaPLePromptLearner(n_ctx, depth, text_dim, vision_dim, context.init)
+        super().__init__(clip_model, classnames, learner, context.prefix, precision,
                          truncate_text=truncate_text, cache_text=cache_text)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -105,9 +93,35 @@ class MaPLeCLIP(PromptedCLIP):
 class MaPLe(CrossEntropyPromptTrainer):
     """Multi-modal Prompt Learning (Khattak et al., CVPR 2023)."""
 
+    description = "deep text prompts; vision prompts are per-layer linear maps of them"
+    config_node = "MAPLE"
+    default_configs = {"base2new": "vit_b16_c2_ep5_batch4_2ctx",
+                       "xd": "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"}
+    tiny_config = "tiny_2ctx_ep10"
+    table_order = 40
+
+    @classmethod
+    def add_config(cls, cfg) -> None:
+        cfg.TRAINER.MAPLE = CN()
+        node = cfg.TRAINER.MAPLE
+        node.N_CTX = 2
+        node.CTX_INIT = "a photo of a"
+        node.PREC = "fp16"
+        node.PROMPT_DEPTH = 9
+        node.TRUNCATE_TEXT = True
+        node.CACHE_TEXT = True
+
+    @classmethod
+    def check_config(cls, cfg, node, prefix: str) -> None:
+        super().check_config(cfg, node, prefix)
+        checks.check_range(node, prefix, "N_CTX", low=1)
+        checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH", "text")
+        checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH", "vision")
+        checks.check_ctx_init(node, prefix)
+
     def build_model(self) -> None:
-        node = self.cfg.TRAINER.MAPLE
-        clip_model = self.load_backbone("TRAINER.MAPLE.PREC")
+        node = self.node
+        clip_model = self.load_backbone()
         print("Building custom CLIP")
         self.model = MaPLeCLIP(clip_model, self.dm.dataset.classnames, node.N_CTX,
                                node.PROMPT_DEPTH, node.CTX_INIT, self.precision,

@@ -1,6 +1,34 @@
-"""The ``MMLoP`` trainer: multi-modal low-rank prompts, consistency loss, drift correction, GPA.
+"""MMLoP: Multi-Modal Low-Rank Prompting (ECCV 2026), as implemented here (docs/METHOD.md).
 
-Config node ``TRAINER.MMLOP`` (``reference/mmlop_method.md`` §2; defaults = the paper's model):
+**1. Low-rank multi-modal prompts.** CLIP stays frozen. At every layer ``l < PROMPT_DEPTH`` the
+text tower gets ``n = N_CTX`` prompt rows ``P_t^l = U^l V_t^l`` (``[n, D_t]``) and the vision
+tower ``P_v^l = U^l V_v^l`` (``[n, D_v]``), with rank ``r = RANK``: ``U^l [n, r]`` is shared by the
+two modalities (``SHARE_U modality``; ``none`` gives each tower its own, ``modality_and_layers``
+one ``U`` for all layers), ``V_t^l [r, D_t]`` and ``V_v^l [r, D_v]``. Placement is IVLP's
+(``core/encoders.py``): text rows replace the ``n`` rows after the start token, vision rows are
+appended after the patch tokens at layer 0 and replace the last ``n`` rows deeper. ViT-B/16 with
+n 4, r 1, depth 9: 9 x (4 + 512 + 768) = 11,556 parameters (``none`` 11,592,
+``modality_and_layers`` 11,524, ``FULL_RANK`` 46,080).
+
+*Initialization.* With ``CTX_INIT`` (exactly ``N_CTX`` BPE tokens) the layer-0 text prompt starts
+as the best rank-r approximation (truncated SVD) of those tokens' embeddings (full rank: the
+embeddings themselves); every other prompt starts with entries of standard deviation about 0.02:
+``U`` has unit mean square (``U^0 = sqrt(n) A_r`` from the SVD, random ``U ~ N(0, 1)``) and
+``V ~ N(0, 0.02^2 / r)``.
+
+**2. Self-regulating consistency.** Prompted features are anchored to frozen zero-shot CLIP:
+``L = CE + TEXT_LOSS_WEIGHT * L1(t, t_zs) + IMAGE_LOSS_WEIGHT * L1(f, f_zs)
++ KL_LOSS_WEIGHT * KL(p_zs || p)`` (``core/losses.py``), where ``t_zs`` are the frozen text
+features of the 60-template ensemble (``core/anchors.py``), ``f_zs`` the frozen image features of
+the same augmented batch and ``p_zs`` the zero-shot class probabilities.
+
+**3. Uniform drift correction.** The class text features used for the logits (CE, KL and the
+prediction) are ``normalize(t_c - mean_{c'}(t_c' - t_zs_c'))`` over the classes being scored
+(base classes in training, the evaluated classes at test); the L1 anchor sees the uncorrected
+``t``.
+
+Config node ``TRAINER.MMLOP`` (defaults = the paper's model; every choice the paper leaves open
+is a key):
 
 ====================  ==============  =====================================================
 key                   default         meaning
@@ -22,43 +50,41 @@ TRUNCATE_TEXT         True            exact speed-up: text tower up to the last 
 CACHE_TEXT            True            exact speed-up: text features once per evaluation
 ====================  ==============  =====================================================
 
-Ablation rows of the paper (Table 4), by config alone (append to any MMLoP command):
-
-* IVLP: ``TRAINER.MMLOP.FULL_RANK True TRAINER.MMLOP.TEXT_LOSS_WEIGHT 0.0
-  TRAINER.MMLOP.IMAGE_LOSS_WEIGHT 0.0 TRAINER.MMLOP.KL_LOSS_WEIGHT 0.0
-  TRAINER.MMLOP.DRIFT_CORRECTION False``
-* + low-rank: ``TRAINER.MMLOP.SHARE_U none TRAINER.MMLOP.TEXT_LOSS_WEIGHT 0.0
-  TRAINER.MMLOP.IMAGE_LOSS_WEIGHT 0.0 TRAINER.MMLOP.KL_LOSS_WEIGHT 0.0
-  TRAINER.MMLOP.DRIFT_CORRECTION False``
-* + consistency: ``TRAINER.MMLOP.SHARE_U none TRAINER.MMLOP.DRIFT_CORRECTION False``
-* + drift correction: ``TRAINER.MMLOP.SHARE_U none``
-* + shared U (MMLoP): no opts.
-
-GPA (``trainers/gpa.py``'s ``GPAMixin``, shared with PromptSRC): after the optimizer and
-LR-scheduler steps of the last batch of epoch ``e`` the prompt tensors are accumulated with weight
-``N(e; GPA_MEAN, GPA_STD^2)`` (normalized over ``1..OPTIM.MAX_EPOCH``); after the last epoch the
-aggregate replaces the prompts, so it is what ``model.pth.tar-<MAX_EPOCH>`` holds and what is
-tested. Every checkpoint ``prompt_learner/model.pth.tar-<e>`` gets a sibling
-``prompt_learner/gpa_state.pth.tar-<e>`` (the accumulator, written atomically) that ``--resume``
-restores, so a resumed run aggregates exactly as an uninterrupted one; a missing state file or a
-changed schedule stops the resume with an error naming ``TRAINER.MMLOP.GPA*``.
+The rows of the paper's ablation (Table 4) are configs of their own
+(``configs/trainers/MMLoP/*_abl*.yaml``, listed with their overrides in docs/METHOD.md). GPA
+(``core/gpa.py``, shared with PromptSRC) is resumable: every checkpoint gets the accumulator
+beside it (``prompt_learner/gpa_state.pth.tar-<e>``).
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
 from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY
 
-from .consistency import consistency_loss
-from .gpa import GPAMixin
-from .mmlop_model import MMLoPCLIP, MMLoPSettings
-from .prompt_trainer import PromptTrainer
+from .core import checks
+from .core.backbone import backbone_dims
+from .core.context import clean_ctx_init, context_parameter, text_context
+from .core.gpa import GPAMixin
+from .core.losses import consistency_loss, drift_correct
+from .core.model import PromptedCLIP
+from .core.precision import Precision
+from .core.templates import IMAGENET_TEMPLATES_60
+from .core.text_inputs import count_tokens
+from .core.trainer import PromptTrainer
+
+SHARE_U_CHOICES = ("none", "modality", "modality_and_layers")
+PROMPT_STD = 0.02
+LOSS_WEIGHT_KEYS = ("TEXT_LOSS_WEIGHT", "IMAGE_LOSS_WEIGHT", "KL_LOSS_WEIGHT")
 
 
-def add_config(cfg) -> None:
-    """Add the ``TRAINER.MMLOP`` node (see the module docstring)."""
-    cfg.TRAINER.MMLOP = CN()
-    node = cfg.TRAINER.MMLOP
+def add_mmlop_keys(node: CN) -> CN:
+    """The ``TRAINER.MMLOP`` keys with their defaults (see the module docstring)."""
     node.N_CTX = 4
     node.RANK = 1
     node.PROMPT_DEPTH = 9
@@ -75,21 +101,230 @@ def add_config(cfg) -> None:
     node.PREC = "fp16"
     node.TRUNCATE_TEXT = True
     node.CACHE_TEXT = True
+    return node
+
+
+@dataclass(frozen=True)
+class MMLoPSettings:
+    """The ``TRAINER.MMLOP`` keys that shape the model and the loss (see the module docstring)."""
+
+    n_ctx: int = 4
+    rank: int = 1
+    prompt_depth: int = 9
+    share_u: str = "modality"
+    low_rank: bool = True
+    ctx_init: str = "a photo of a"
+    text_loss_weight: float = 25.0
+    image_loss_weight: float = 10.0
+    kl_loss_weight: float = 1.0
+    drift_correction: bool = True
+    truncate_text: bool = True
+    cache_text: bool = True
+
+    @classmethod
+    def from_cfg(cls, node) -> "MMLoPSettings":
+        """From the ``cfg.TRAINER.MMLOP`` node."""
+        return cls(n_ctx=node.N_CTX, rank=node.RANK, prompt_depth=node.PROMPT_DEPTH,
+                   share_u=node.SHARE_U, low_rank=not node.FULL_RANK, ctx_init=node.CTX_INIT,
+                   text_loss_weight=float(node.TEXT_LOSS_WEIGHT),
+                   image_loss_weight=float(node.IMAGE_LOSS_WEIGHT),
+                   kl_loss_weight=float(node.KL_LOSS_WEIGHT),
+                   drift_correction=node.DRIFT_CORRECTION, truncate_text=node.TRUNCATE_TEXT,
+                   cache_text=node.CACHE_TEXT)
+
+    @property
+    def needs_anchors(self) -> bool:
+        return self.drift_correction or bool(self.text_loss_weight or self.kl_loss_weight)
+
+    @property
+    def needs_zero_shot_image(self) -> bool:
+        return bool(self.image_loss_weight or self.kl_loss_weight)
+
+    def validate(self, text_layers: int, vision_layers: int) -> None:
+        """Raise ``ValueError`` naming the ``TRAINER.MMLOP`` key that is out of range."""
+        if self.n_ctx < 1:
+            raise ValueError(f"TRAINER.MMLOP.N_CTX must be >= 1, got {self.n_ctx}")
+        max_depth = min(text_layers, vision_layers)
+        if not 1 <= self.prompt_depth <= max_depth:
+            raise ValueError(f"TRAINER.MMLOP.PROMPT_DEPTH must be in 1..{max_depth} for this "
+                             f"backbone, got {self.prompt_depth}")
+        if self.low_rank and not 1 <= self.rank <= self.n_ctx:
+            raise ValueError(f"TRAINER.MMLOP.RANK must be in 1..N_CTX ({self.n_ctx}), "
+                             f"got {self.rank}")
+        if self.share_u not in SHARE_U_CHOICES:
+            raise ValueError(f"TRAINER.MMLOP.SHARE_U must be one of {', '.join(SHARE_U_CHOICES)}, "
+                             f"got {self.share_u!r}")
+        text = clean_ctx_init(self.ctx_init)
+        if text and count_tokens(text) != self.n_ctx:
+            raise ValueError(f"TRAINER.MMLOP.CTX_INIT {self.ctx_init!r} is {count_tokens(text)} BPE "
+                             f"tokens but TRAINER.MMLOP.N_CTX is {self.n_ctx}; they must match (or "
+                             "set CTX_INIT '' for a random initialization)")
+
+# --- 1. Low-rank multi-modal prompts ----------------------------------------------------------
+
+
+def _normal(*shape: int, std: float) -> nn.Parameter:
+    return nn.Parameter(torch.randn(*shape) * std)
+
+
+class MMLoPPromptLearner(nn.Module):
+    """Low-rank (or full-rank) deep prompts; ``forward()`` -> ``(text_prompts, vision_prompts)``.
+
+    ``init_embeddings``: ``[n_ctx, D_t]`` embeddings of ``CTX_INIT`` (or ``None``: random init).
+    """
+
+    def __init__(self, settings: MMLoPSettings, text_dim: int, vision_dim: int,
+                 init_embeddings: torch.Tensor | None = None):
+        super().__init__()
+        s = settings
+        self.settings = s
+        n, r, depth = s.n_ctx, s.rank, s.prompt_depth
+        if init_embeddings is not None and tuple(init_embeddings.shape) != (n, text_dim):
+            raise ValueError(f"init_embeddings must be [{n}, {text_dim}], "
+                             f"got {tuple(init_embeddings.shape)}")
+        if not s.low_rank:
+            text = [_normal(n, text_dim, std=PROMPT_STD) for _ in range(depth)]
+            if init_embeddings is not None:
+                text[0] = context_parameter(init_embeddings)
+            self.ctx_text = nn.ParameterList(text)
+            self.ctx_vision = nn.ParameterList(
+                [_normal(n, vision_dim, std=PROMPT_STD) for _ in range(depth)])
+            return
+        v_std = PROMPT_STD / math.sqrt(r)
+        u_text = [_normal(n, r, std=1.0) for _ in range(depth)]
+        v_text = [_normal(r, text_dim, std=v_std) for _ in range(depth)]
+        if init_embeddings is not None:
+            a, sv, bh = torch.linalg.svd(init_embeddings.detach().float(), full_matrices=False)
+            u_text[0] = nn.Parameter(a[:, :r] * math.sqrt(n))
+            v_text[0] = nn.Parameter(sv[:r, None] * bh[:r] / math.sqrt(n))
+        self.V_text = nn.ParameterList(v_text)
+        self.V_vision = nn.ParameterList([_normal(r, vision_dim, std=v_std) for _ in range(depth)])
+        if s.share_u == "modality":
+            self.U = nn.ParameterList(u_text)
+        elif s.share_u == "none":
+            self.U_text = nn.ParameterList(u_text)
+            self.U_vision = nn.ParameterList([_normal(n, r, std=1.0) for _ in range(depth)])
+        else:
+            self.U = u_text[0]
+
+    def _u(self, layer: int, tower: str) -> torch.Tensor:
+        share = self.settings.share_u
+        if share == "modality":
+            return self.U[layer]
+        if share == "none":
+            return (self.U_text if tower == "text" else self.U_vision)[layer]
+        return self.U
+
+    def forward(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-layer prompts: text ``[n, D_t]`` and vision ``[n, D_v]``, ``PROMPT_DEPTH`` each."""
+        if not self.settings.low_rank:
+            return list(self.ctx_text), list(self.ctx_vision)
+        depth = self.settings.prompt_depth
+        text = [self._u(l, "text") @ self.V_text[l] for l in range(depth)]
+        vision = [self._u(l, "vision") @ self.V_vision[l] for l in range(depth)]
+        return text, vision
+
+# --- 2 and 3. The model: consistency targets and drift-corrected logits -----------------------
+
+
+@dataclass
+class MMLoPOutput:
+    """Training-time outputs (all fp32): logits ``[B, C]`` (drift-corrected when enabled),
+    ``text [C, E]`` prompted text features before correction, ``text_anchors [C, E]``,
+    ``image [B, E]``, ``image_zs [B, E]`` and ``zs_logits [B, C]`` (None when not needed)."""
+
+    logits: torch.Tensor
+    text: torch.Tensor
+    text_anchors: torch.Tensor | None
+    image: torch.Tensor
+    image_zs: torch.Tensor | None
+    zs_logits: torch.Tensor | None
+
+
+class MMLoPCLIP(PromptedCLIP):
+    """Frozen CLIP + ``MMLoPPromptLearner``; ``forward(images)`` returns ``MMLoPOutput`` while
+    ``prompt_learner`` is in training mode (the trainer sets only the registered prompt learner's
+    mode) and logits ``[B, C]`` in eval mode."""
+
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], settings: MMLoPSettings,
+                 precision: Precision | None = None):
+        if not hasattr(clip_model.visual, "class_embedding"):
+            raise ValueError("MMLoP needs a ViT backbone (vision prompts); got a ResNet CLIP")
+        dims = backbone_dims(clip_model)
+        settings.validate(dims.text_layers, dims.vision_layers)
+        context = text_context(clip_model, settings.ctx_init, settings.n_ctx)
+        dims = backbone_dims(clip_model)
+        learner = MMLoPPromptLearner(settings, text_dim=dims.text_width,
+                                     vision_dim=dims.vision_width, init_embeddings=context.init)
+        super().__init__(clip_model, classnames, learner, context.prefix, precision,
+                         anchor_templates=IMAGENET_TEMPLATES_60 if settings.needs_anchors else None,
+                         truncate_text=settings.truncate_text, cache_text=settings.cache_text)
+        self.settings = settings
+
+    def correct(self, text: torch.Tensor) -> torch.Tensor:
+        """Drift-corrected text features when ``DRIFT_CORRECTION`` is on, else ``text``."""
+        if self.settings.drift_correction:
+            return drift_correct(text, self.text_anchors)
+        return text
+
+    def forward(self, images: torch.Tensor):
+        text_prompts, vision_prompts = self.prompt_learner()
+        scale = self.logit_scale
+        if not self.prompt_learner.training:
+            text = self.cached(lambda: self.correct(self.encode_class_texts(text_prompts)))
+            return scale * self.image_features(images, vision_prompts) @ text.t()
+        text = self.encode_class_texts(text_prompts)
+        image = self.image_features(images, vision_prompts)
+        logits = scale * image @ self.correct(text).t()
+        image_zs = zs_logits = None
+        if self.settings.needs_zero_shot_image:
+            with torch.no_grad():
+                image_zs = self.image_features(images)
+                if self.settings.kl_loss_weight:
+                    zs_logits = scale * image_zs @ self.text_anchors.t()
+        return MMLoPOutput(logits, text, self.text_anchors, image, image_zs, zs_logits)
+
+
+# --- The trainer ---------------------------------------------------------------------------
 
 
 @TRAINER_REGISTRY.register()
 class MMLoP(GPAMixin, PromptTrainer):
-    """Multi-Modal Low-Rank Prompting (``reference/mmlop_method.md``)."""
+    """Multi-Modal Low-Rank Prompting: the loss of section 2 on the model above."""
+
+    description = "low-rank deep text+vision prompts with a shared factor, consistency loss, drift correction"
+    config_node = "MMLOP"
+    default_configs = {"base2new": "vit_b16_c2_ep30_batch4_4+4ctx",
+                       "xd": "vit_b16_c2_ep30_batch4_4+4ctx_cross_datasets",
+                       "few_shot": "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"}
+    tiny_config = "tiny_4+4ctx_ep10"
+    table_order = 60
+
+    @classmethod
+    def add_config(cls, cfg) -> None:
+        cfg.TRAINER.MMLOP = add_mmlop_keys(CN())
+
+    @classmethod
+    def check_config(cls, cfg, node, prefix: str) -> None:
+        super().check_config(cfg, node, prefix)
+        checks.check_range(node, prefix, "N_CTX", low=1)
+        if not node.FULL_RANK:
+            checks.check_range(node, prefix, "RANK", low=1, high=node.N_CTX)
+        checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH", "text")
+        checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH", "vision")
+        checks.check_choice(node, prefix, "SHARE_U", SHARE_U_CHOICES)
+        checks.check_ctx_init(node, prefix, "N_CTX", exact=True)
+        checks.check_loss_weights(node, prefix, LOSS_WEIGHT_KEYS)
+        checks.check_gpa(cfg, node, prefix)
 
     def build_model(self) -> None:
-        cfg = self.cfg
-        settings = MMLoPSettings.from_cfg(cfg.TRAINER.MMLOP)
-        clip_model = self.load_backbone("TRAINER.MMLOP.PREC")
+        settings = MMLoPSettings.from_cfg(self.node)
+        clip_model = self.load_backbone()
         print("Building custom CLIP")
         self.model = MMLoPCLIP(clip_model, self.dm.dataset.classnames, settings, self.precision)
         self.settings = settings
         self.register_prompt_learner(self.model.prompt_learner)
-        self.build_gpa(cfg.TRAINER.MMLOP, "TRAINER.MMLOP")
+        self.build_gpa(self.node, "TRAINER.MMLOP")
 
     def forward_backward(self, batch) -> dict:
         image, label = self.parse_batch_train(batch)

@@ -1,13 +1,13 @@
 """The ``PromptSRC`` trainer: IVLP prompts, mutual-agreement losses and Gaussian prompt aggregation.
 
-Loss (``reference/maple_promptsrc.md`` §3.2, through ``trainers/consistency.py``):
+Loss (docs/METHOD.md, through ``core/losses.py``):
 ``CE + TEXT_LOSS_WEIGHT * L1(t, t_zs) + IMAGE_LOSS_WEIGHT * L1(f, f_zs) + KL_LOSS_WEIGHT *
 KL(p_zs || p)`` (KL summed and divided by B*C, temperature 1 on CLIP's logit scale). ``t_zs`` are
-the frozen 60-template text anchors of the trained classes (``trainers/zeroshot_features.py``:
+the frozen 60-template text anchors of the trained classes (``core/anchors.py``:
 the mean of the normalized per-template features, re-normalized; upstream averaged the
 un-normalized features), ``f_zs`` the frozen image features of the same augmented batch.
 
-GPA (§3.3, ``trainers/gpa.py``'s ``GPAMixin``, shared with MMLoP): after the last batch of every
+GPA (``core/gpa.py``'s ``GPAMixin``, shared with MMLoP): after the last batch of every
 epoch ``e`` (after the optimizer and LR-scheduler steps) the prompt tensors (fp32, nothing else)
 are accumulated with the normalized weight ``N(e; GPA_MEAN, GPA_STD^2)``; after the last epoch the
 aggregate replaces the prompts, so it is what is saved as ``model.pth.tar-<MAX_EPOCH>`` and
@@ -36,27 +36,15 @@ from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY
 
-from .clip_backbone import Precision
-from .consistency import consistency_loss
-from .gpa import GPAMixin
-from .ivlp import add_ivlp_keys
-from .ivlp_model import IVLPCLIP, IVLPSettings
-from .prompt_trainer import PromptTrainer
-from .templates import IMAGENET_TEMPLATES_60
+from .core import checks
+from .core.gpa import GPAMixin
+from .core.losses import consistency_loss
+from .core.precision import Precision
+from .core.templates import IMAGENET_TEMPLATES_60
+from .core.trainer import PromptTrainer
+from .ivlp import IVLPCLIP, IVLPSettings, add_ivlp_keys, check_ivlp_keys
 
-
-def add_config(cfg) -> None:
-    """Add the ``TRAINER.PROMPTSRC`` node (see the module docstring)."""
-    node = add_ivlp_keys(CN())
-    node.N_CTX_TEXT = 4
-    node.N_CTX_VISION = 4
-    node.TEXT_LOSS_WEIGHT = 25.0
-    node.IMAGE_LOSS_WEIGHT = 10.0
-    node.KL_LOSS_WEIGHT = 1.0
-    node.GPA = True
-    node.GPA_MEAN = 15.0
-    node.GPA_STD = 1.0
-    cfg.TRAINER.PROMPTSRC = node
+LOSS_WEIGHT_KEYS = ("TEXT_LOSS_WEIGHT", "IMAGE_LOSS_WEIGHT", "KL_LOSS_WEIGHT")
 
 
 @dataclass
@@ -98,19 +86,44 @@ class PromptSRCCLIP(IVLPCLIP):
 class PromptSRC(GPAMixin, PromptTrainer):
     """Self-regulating Prompts (Khattak et al., ICCV 2023)."""
 
+    description = "IVLP prompts + agreement with frozen CLIP (L1, KL) + Gaussian prompt aggregation"
+    config_node = "PROMPTSRC"
+    default_configs = {"base2new": "vit_b16_c2_ep20_batch4_4+4ctx",
+                       "xd": "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",
+                       "few_shot": "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"}
+    tiny_config = "tiny_4+4ctx_ep10"
+    table_order = 50
     gpa_loaded_message = "GPA: loaded the Gaussian-weighted average of the prompts of {n} epochs"
 
+    @classmethod
+    def add_config(cls, cfg) -> None:
+        node = add_ivlp_keys(CN())
+        node.N_CTX_TEXT = 4
+        node.N_CTX_VISION = 4
+        node.TEXT_LOSS_WEIGHT = 25.0
+        node.IMAGE_LOSS_WEIGHT = 10.0
+        node.KL_LOSS_WEIGHT = 1.0
+        node.GPA = True
+        node.GPA_MEAN = 15.0
+        node.GPA_STD = 1.0
+        cfg.TRAINER.PROMPTSRC = node
+
+    @classmethod
+    def check_config(cls, cfg, node, prefix: str) -> None:
+        super().check_config(cfg, node, prefix)
+        check_ivlp_keys(cfg, node, prefix)
+        checks.check_loss_weights(node, prefix, LOSS_WEIGHT_KEYS)
+        checks.check_gpa(cfg, node, prefix)
+
     def build_model(self) -> None:
-        cfg = self.cfg
-        node = cfg.TRAINER.PROMPTSRC
+        node = self.node
         settings = IVLPSettings.from_cfg(node, "TRAINER.PROMPTSRC")
-        clip_model = self.load_backbone("TRAINER.PROMPTSRC.PREC")
+        clip_model = self.load_backbone()
         print("Building custom CLIP")
         self.model = PromptSRCCLIP(clip_model, self.dm.dataset.classnames, settings,
                                    self.precision)
         self.register_prompt_learner(self.model.prompt_learner)
-        self.loss_weights = (float(node.TEXT_LOSS_WEIGHT), float(node.IMAGE_LOSS_WEIGHT),
-                             float(node.KL_LOSS_WEIGHT))
+        self.loss_weights = tuple(float(node[k]) for k in LOSS_WEIGHT_KEYS)
         self.build_gpa(node, "TRAINER.PROMPTSRC")
 
     def forward_backward(self, batch) -> dict:

@@ -2,7 +2,7 @@
 
 Config node ``TRAINER.ZEROSHOTCLIP``: ``ENSEMBLE`` False (one template per dataset, CoOp's
 ``CUSTOM_TEMPLATES``; datasets without one use "a photo of a {}.") or True (the 60-template
-ImageNet ensemble, ``templates.IMAGENET_TEMPLATES_60``), and ``PREC`` (fp32 on CPU). Nothing is
+ImageNet ensemble, ``core.templates.IMAGENET_TEMPLATES_60``), and ``PREC`` (fp32 on CPU). Nothing is
 registered or trained: run it with ``--eval-only``.
 """
 from __future__ import annotations
@@ -13,27 +13,34 @@ from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY
 
-from .clip_backbone import cast_backbone
-from .prompt_trainer import PromptTrainer
-from .prompted_clip import PromptedImageEncoder
-from .templates import IMAGENET_TEMPLATES_60, dataset_template, fill
-from .zeroshot_features import cached_text_features
-
-
-def add_config(cfg) -> None:
-    """Add the ``TRAINER.ZEROSHOTCLIP`` node."""
-    cfg.TRAINER.ZEROSHOTCLIP = CN()
-    cfg.TRAINER.ZEROSHOTCLIP.ENSEMBLE = False
-    cfg.TRAINER.ZEROSHOTCLIP.PREC = "fp16"
+from .core.anchors import cached_text_features
+from .core.encoders import PromptedImageEncoder
+from .core.methods import PROTOCOLS
+from .core.precision import cast_backbone
+from .core.templates import IMAGENET_TEMPLATES_60, dataset_template, fill
+from .core.trainer import PromptTrainer
 
 
 @TRAINER_REGISTRY.register()
 class ZeroshotCLIP(PromptTrainer):
     """Zero-shot CLIP: ``logit_scale * normalize(image) @ normalize(text)^T``."""
 
+    description = "frozen CLIP with hand-written prompts (no training)"
+    trains = False
+    config_node = "ZEROSHOTCLIP"
+    default_configs = dict.fromkeys(PROTOCOLS, "vit_b16")
+    tiny_config = "tiny_clip"
+    table_order = 0
+
+    @classmethod
+    def add_config(cls, cfg) -> None:
+        cfg.TRAINER.ZEROSHOTCLIP = CN()
+        cfg.TRAINER.ZEROSHOTCLIP.ENSEMBLE = False
+        cfg.TRAINER.ZEROSHOTCLIP.PREC = "fp16"
+
     def build_model(self) -> None:
         cfg = self.cfg
-        clip_model = self.load_backbone("TRAINER.ZEROSHOTCLIP.PREC")
+        clip_model = self.load_backbone()
         classnames = self.dm.dataset.classnames
         if cfg.TRAINER.ZEROSHOTCLIP.ENSEMBLE:
             templates = IMAGENET_TEMPLATES_60

@@ -3,7 +3,7 @@
 ``template_text_features(clip_model, classnames, templates)`` returns ``[C, embed_dim]``, fp32,
 L2-normalized: for each class the mean of the L2-normalized frozen features of every template,
 re-normalized (one template gives just its normalized feature). The text tower runs truncated
-(exact: see ``prompted_clip``) in chunks of ``chunk_size`` sequences.
+(exact: see ``encoders``) in chunks of ``chunk_size`` sequences.
 
 ``cached_text_features(...)`` memoizes that result in a small process-wide LRU keyed by a content
 fingerprint of the text tower (so two different models that share a name never collide), the
@@ -22,7 +22,7 @@ from torch import nn
 
 import clip
 
-from .prompted_clip import PromptedTextEncoder
+from .encoders import PromptedTextEncoder
 from .templates import fill
 
 _CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()

@@ -1,69 +1,54 @@
-"""Loading the frozen CLIP backbone and choosing the numeric precision.
+"""The frozen CLIP backbone: loading it, freezing it, and the widths and depths prompts must fit.
 
 ``load_clip_to_cpu(name)`` takes an OpenAI model name (``ViT-B/16``) or the path of a model file
 (TorchScript archive or plain state dict: offline machines, custom checkpoints, tiny test models)
-and returns the model on CPU in **fp32**, eval mode, every parameter frozen.
+and returns the model on CPU in **fp32**, eval mode, every parameter frozen; the precision of the
+run is applied later (``precision.cast_backbone``), after the fp32 work (prompt initialization,
+zero-shot anchors) is done.
 
-``resolve_precision(prec, device)`` maps ``TRAINER.<NAME>.PREC`` to a ``Precision``:
-
-=======  ====================  ========  ==============================================
-PREC     frozen CLIP weights   autocast  gradient scaling (CUDA)
-=======  ====================  ========  ==============================================
-fp32     fp32                  no        no
-fp16     fp16                  no        yes (prompt parameters stay fp32)
-bf16     bf16                  no        no
-amp      fp32                  fp16      yes
-=======  ====================  ========  ==============================================
-
-Trainable prompt parameters are always fp32. On CPU every PREC falls back to fp32 (one printed
-note), since half-precision CPU kernels are slow or missing.
+``backbone_dims(clip_model)`` reads the widths and layer counts off a loaded model;
+``known_layers(name)`` gives the layer counts of a published model name without loading it, so
+config checks can reject a prompt depth before anything is loaded.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
-import torch
 from torch import nn
 
 import clip
-
-PRECISIONS = ("fp32", "fp16", "bf16", "amp")
-
-
-@dataclass(frozen=True)
-class Precision:
-    """What a ``PREC`` value means on a device (see the module docstring)."""
-
-    name: str
-    weight_dtype: torch.dtype
-    autocast_dtype: torch.dtype | None
-    use_grad_scaler: bool
-    device_type: str
-
-    def autocast(self):
-        """Context manager: ``torch.autocast`` for ``amp``, else a no-op."""
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype)
+from clip.model import MODEL_CONFIGS
 
 
-def resolve_precision(prec: str, device: torch.device | str, key: str = "PREC") -> Precision:
-    """``Precision`` for ``prec`` on ``device``; non-fp32 on CPU falls back to fp32 with a note."""
-    if prec not in PRECISIONS:
-        raise ValueError(f"{key} must be one of {', '.join(PRECISIONS)}; got {prec!r}")
-    device = torch.device(device)
-    if device.type != "cuda" and prec != "fp32":
-        print(f"Note: {key} {prec} is not supported on {device.type}; using fp32")
-        prec = "fp32"
-    if prec == "fp16":
-        return Precision("fp16", torch.float16, None, True, device.type)
-    if prec == "bf16":
-        return Precision("bf16", torch.bfloat16, None, False, device.type)
-    if prec == "amp":
-        return Precision("amp", torch.float32, torch.float16, True, device.type)
-    return Precision("fp32", torch.float32, None, False, device.type)
+class BackboneDims(NamedTuple):
+    """Widths and depths of a CLIP; the vision entries are 0 for a ResNet image tower."""
+
+    text_width: int
+    vision_width: int
+    text_layers: int
+    vision_layers: int
+
+
+def backbone_dims(clip_model: nn.Module) -> BackboneDims:
+    """``(text_width, vision_width, text_layers, vision_layers)`` of a loaded CLIP."""
+    visual = clip_model.visual
+    text_width = int(clip_model.ln_final.weight.shape[0])
+    text_layers = len(clip_model.transformer.resblocks)
+    if not hasattr(visual, "class_embedding"):
+        return BackboneDims(text_width, 0, text_layers, 0)
+    return BackboneDims(text_width, int(visual.conv1.weight.shape[0]), text_layers,
+                        len(visual.transformer.resblocks))
+
+
+def known_layers(name: str) -> tuple[int, int] | None:
+    """``(text_layers, vision_layers)`` of a published model name (0 vision layers for ResNets), or
+    ``None`` for a file path."""
+    config = MODEL_CONFIGS.get(name)
+    if config is None:
+        return None
+    vision = config["vision_layers"]
+    return int(config["transformer_layers"]), (vision if isinstance(vision, int) else 0)
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -85,8 +70,3 @@ def load_clip_to_cpu(name: str) -> nn.Module:
             f"({', '.join(clip.available_models())}) nor an existing file")
     model, _ = clip.load(name, device="cpu", jit=False, precision="fp32")
     return freeze(model.float())
-
-
-def cast_backbone(model: nn.Module, precision: Precision, device: torch.device | str) -> nn.Module:
-    """Move the frozen CLIP to ``device`` and cast its floating-point weights for ``precision``."""
-    return model.to(device=device, dtype=precision.weight_dtype)

@@ -1,4 +1,4 @@
-"""The prompted-CLIP core: CLIP's frozen towers driven layer by layer, with per-layer prompts.
+"""CLIP's frozen towers driven layer by layer, with per-layer prompts inserted or replaced.
 
 Every prompt learner of this package is a *prompt parameterization* on top of two encoders:
 
@@ -25,10 +25,6 @@ where they are inserted, so gradients reach the fp32 parameters.
 Exact speed-up (``truncate=True``): the text transformer is causal and pools at the end-of-text
 row, so no row after the last end-of-text position of the batch can change any output; the tower
 runs on the first ``max(eot_index) + 1`` rows only.
-
-``ClassPrompts`` holds the class-dependent text inputs (tokenized "<prefix> <classname>." and their
-embeddings) as non-persistent buffers, so they never enter a checkpoint and are rebuilt for
-whatever class set is being evaluated.
 """
 from __future__ import annotations
 
@@ -36,8 +32,6 @@ from typing import Sequence
 
 import torch
 from torch import nn
-
-import clip
 
 PromptList = Sequence["torch.Tensor | None"]
 
@@ -159,91 +153,3 @@ class PromptedImageEncoder(nn.Module):
             x = block(x)
         x = v.ln_post(x[0])
         return x @ v.proj
-
-
-def _count_tokens(texts: Sequence[str]) -> list[int]:
-    """Number of BPE tokens of each text (without start/end tokens)."""
-    return [int(t) - 1 for t in clip.tokenize(list(texts)).argmax(dim=-1)]
-
-
-def count_tokens(text: str) -> int:
-    """Number of BPE tokens of ``text`` (``"a photo of a"`` -> 4, ``"itap of a"`` -> 4)."""
-    return _count_tokens([text])[0]
-
-
-class ClassPrompts(nn.Module):
-    """Class-dependent text inputs for the prompt "<prefix> <classname>." of every class.
-
-    Non-persistent buffers (never saved): ``tokens [C, L_ctx]`` (token ids), ``embeddings
-    [C, seq_len, D]`` (token embeddings of the rows the truncated tower needs, fp32),
-    ``pad_embedding [D]`` (embedding of the padding id, to rebuild full-length inputs) and
-    ``eot_index [C]``. ``seq_len = max(eot_index) + 1``. ``name_lens[c]`` is the BPE length of
-    class name ``c`` (used by layouts that put the class name before or inside the context).
-    """
-
-    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], prefix: str):
-        super().__init__()
-        if not classnames:
-            raise ValueError("ClassPrompts needs at least one class name")
-        names = [c.replace("_", " ") for c in classnames]
-        self.classnames = list(classnames)
-        self.prefix = prefix
-        self.context_length = int(clip_model.positional_embedding.shape[0])
-        tokens = clip.tokenize([f"{prefix} {name}." if prefix else f"{name}." for name in names],
-                               context_length=self.context_length)
-        eot_index = tokens.argmax(dim=-1)
-        self.seq_len = int(eot_index.max()) + 1
-        self.name_lens = _count_tokens(names)
-        weight = clip_model.token_embedding.weight
-        with torch.no_grad():
-            emb = clip_model.token_embedding(tokens[:, : self.seq_len].to(weight.device)).float()
-            pad = weight[0].detach().float().clone()
-        self.register_buffer("tokens", tokens.to(weight.device), persistent=False)
-        self.register_buffer("eot_index", eot_index.to(weight.device), persistent=False)
-        self.register_buffer("embeddings", emb, persistent=False)
-        self.register_buffer("pad_embedding", pad, persistent=False)
-
-    def __len__(self) -> int:
-        return len(self.classnames)
-
-    def inputs(self, truncate: bool = True) -> torch.Tensor:
-        """Token embeddings ``[C, seq_len, D]`` (truncated) or ``[C, context_length, D]``."""
-        if truncate:
-            return self.embeddings
-        c, _, d = self.embeddings.shape
-        pad = self.pad_embedding.expand(c, self.context_length - self.seq_len, d)
-        return torch.cat([self.embeddings, pad], dim=1)
-
-
-class TextFeatureCache:
-    """Caches text features computed while autograd is off (evaluation), keyed by the prompt
-    parameters' identity and in-place version counters: any optimizer step, ``load_state_dict`` or
-    ``copy_`` changes the key, so a stale entry is never returned. Use ``get(params, compute)``."""
-
-    def __init__(self) -> None:
-        self._key: tuple | None = None
-        self._value: torch.Tensor | None = None
-        self.enabled = True
-        self.hits = 0
-        self.misses = 0
-
-    @staticmethod
-    def _key_of(params: Sequence[torch.Tensor], extra: tuple) -> tuple:
-        return tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in params) + extra
-
-    def clear(self) -> None:
-        self._key = None
-        self._value = None
-
-    def get(self, params: Sequence[torch.Tensor], compute, extra: tuple = ()) -> torch.Tensor:
-        """``compute()`` or the cached result; caching applies only when grad is disabled."""
-        if not self.enabled or torch.is_grad_enabled():
-            return compute()
-        key = self._key_of(params, extra)
-        if self._key == key and self._value is not None:
-            self.hits += 1
-            return self._value
-        self.misses += 1
-        value = compute()
-        self._key, self._value = key, value
-        return value

@@ -1,6 +1,6 @@
 """Consistency (anchor) losses and uniform drift correction, on L2-normalized features.
 
-Notation (``reference/mmlop_method.md``): ``t_hat [C, E]`` prompted text features, ``t_zs [C, E]``
+Notation (docs/METHOD.md): ``t_hat [C, E]`` prompted text features, ``t_zs [C, E]``
 frozen zero-shot text anchors, ``f [B, E]`` prompted image features, ``f_zs [B, E]`` frozen image
 features of the same augmented batch, ``logits``/``zs_logits [B, C]`` with CLIP's logit scale.
 

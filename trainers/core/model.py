@@ -2,7 +2,7 @@
 
 A prompt learner is any ``nn.Module`` whose ``forward()`` returns ``(text_prompts,
 vision_prompts)``, two lists indexed by layer of ``Tensor[n, D] | None`` (the placement is the
-IVLP/PromptSRC one, see ``prompted_clip``). ``PromptedCLIP`` owns everything else:
+IVLP/PromptSRC one, see ``encoders``). ``PromptedCLIP`` owns everything else:
 
 * the class-dependent text inputs ``class_prompts`` (``ClassPrompts`` for "<prefix> <class>."),
   rebuilt for each class set and never saved;
@@ -10,7 +10,7 @@ IVLP/PromptSRC one, see ``prompted_clip``). ``PromptedCLIP`` owns everything els
   (prompt initialization by the caller, zero-shot anchors), kept in eval mode whatever mode the
   trainer sets (``train()`` is overridden), with ``requires_grad`` off;
 * optional frozen zero-shot text anchors ``text_anchors [C, E]`` (template ensemble, fp32,
-  normalized, non-persistent, computed once per class set through ``zeroshot_features``);
+  normalized, non-persistent, computed once per class set through ``anchors``);
 * ``class_text_features()``: normalized prompted text features ``[C, E]`` (fp32); with autograd
   off they are computed once and reused until a prompt parameter changes (``TextFeatureCache``);
 * ``image_features(images, prompts)``: normalized image features ``[B, E]`` (fp32);
@@ -27,9 +27,45 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .clip_backbone import Precision, cast_backbone, freeze, resolve_precision
-from .prompted_clip import ClassPrompts, PromptedImageEncoder, PromptedTextEncoder, TextFeatureCache
-from .zeroshot_features import cached_text_features
+from .anchors import cached_text_features
+from .backbone import freeze
+from .encoders import PromptedImageEncoder, PromptedTextEncoder
+from .precision import Precision, cast_backbone, resolve_precision
+from .text_inputs import ClassPrompts
+
+
+class TextFeatureCache:
+    """Caches text features computed while autograd is off (evaluation), keyed by the prompt
+    parameters' identity and in-place version counters: any optimizer step, ``load_state_dict`` or
+    ``copy_`` changes the key, so a stale entry is never returned. Use ``get(params, compute)``."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: torch.Tensor | None = None
+        self.enabled = True
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def _key_of(params: Sequence[torch.Tensor], extra: tuple) -> tuple:
+        return tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in params) + extra
+
+    def clear(self) -> None:
+        self._key = None
+        self._value = None
+
+    def get(self, params: Sequence[torch.Tensor], compute, extra: tuple = ()) -> torch.Tensor:
+        """``compute()`` or the cached result; caching applies only when grad is disabled."""
+        if not self.enabled or torch.is_grad_enabled():
+            return compute()
+        key = self._key_of(params, extra)
+        if self._key == key and self._value is not None:
+            self.hits += 1
+            return self._value
+        self.misses += 1
+        value = compute()
+        self._key, self._value = key, value
+        return value
 
 
 class PromptedCLIP(nn.Module):

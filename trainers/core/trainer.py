@@ -1,27 +1,44 @@
 """``PromptTrainer``: what every CLIP prompt-learning trainer shares, on Dassl's ``TrainerX``.
 
-* ``load_backbone(prec_key)``: loads ``MODEL.BACKBONE.NAME`` (OpenAI name or file path) to CPU in
-  fp32, checks ``INPUT.SIZE`` against CLIP's input resolution, moves it to ``self.device`` and
-  resolves the precision (``self.precision``).
+**Method facts** (class attributes, read by ``trainers.core.methods``, the run scripts, the demo
+and the tests, so a new registered trainer appears everywhere with no other edit):
+``description`` (one line), ``label`` (table label; default the registered name), ``trains``
+(False: evaluated only, e.g. ``ZeroshotCLIP``), ``config_node`` (``"MMLOP"`` for
+``TRAINER.MMLOP``), ``default_configs`` (protocol -> config stem under ``config_dir``),
+``tiny_config`` (the stem for the tiny offline CLIP), ``table_order`` (row order in tables),
+``config_dir`` (default ``configs/trainers/<name>``).
+
+**Config**: ``add_config(cfg)`` (class method) adds the ``TRAINER.<config_node>`` keys;
+``check_config(cfg, node, prefix)`` (class method) validates them with ``trainers.core.checks``.
+Dassl calls ``check_cfg`` before loading the dataset or the backbone, so bad values fail fast.
+
+**Building**:
+
+* ``load_backbone()``: loads ``MODEL.BACKBONE.NAME`` (OpenAI name or file path) to CPU in fp32,
+  checks ``INPUT.SIZE`` against CLIP's input resolution, moves it to ``self.device`` and resolves
+  the precision (``self.precision``) from ``TRAINER.<config_node>.PREC``.
 * ``register_prompt_learner(module)``: optimizer + scheduler over the prompt learner, registered
   as ``prompt_learner`` (checkpoints ``<dir>/prompt_learner/model.pth.tar-<epoch>`` hold only its
   parameters), the ``Number of trainable parameters: N`` log line, optional ``MODEL.INIT_WEIGHTS``,
   and a gradient scaler when the precision needs one.
-* ``backward_and_update(loss)``: the plain or the scaled update.
-* ``finish_step(loss, logits, label, parts)``: the end of ``forward_backward``: the update, the
-  batch summary, and after the last batch of an epoch the LR-scheduler step and the
-  ``epoch_trained(epoch)`` hook (GPA uses it, ``trainers/gpa.py``).
-* ``load_model(directory, epoch)``: loads only the prompt parameters (class-dependent entries of
-  older checkpoints, ``token_prefix``/``token_suffix``, are dropped, so prompts trained on one class
-  set are evaluated on another); a checkpoint missing a parameter is an error naming it.
-* ``test()``: clears the model's per-evaluation text-feature cache before and after evaluating.
+
+**Training**: ``backward_and_update(loss)`` (plain or scaled update); ``finish_step(loss, logits,
+label, parts)`` ends ``forward_backward``: the update, the batch summary, and after the last batch
+of an epoch the LR-scheduler step and the ``epoch_trained(epoch)`` hook (GPA uses it).
+``CrossEntropyPromptTrainer``: a trainer whose model maps images to logits, trained with CE.
+
+**Evaluation**: ``load_model(directory, epoch)`` loads only the prompt parameters (class-dependent
+entries of upstream checkpoints, ``token_prefix``/``token_suffix``, are dropped, so prompts trained
+on one class set are evaluated on another); a checkpoint missing a parameter is an error naming
+it. ``test()`` clears the model's per-evaluation text-feature cache before and after evaluating.
 """
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dassl.engine import TrainerX
@@ -29,7 +46,9 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_checkpoint, load_pretrained_weights
 
-from .clip_backbone import load_clip_to_cpu, resolve_precision
+from .backbone import load_clip_to_cpu
+from .checks import check_precision
+from .precision import resolve_precision
 
 CLASS_DEPENDENT_KEYS = ("token_prefix", "token_suffix", "tokenized_prompts")
 
@@ -42,11 +61,42 @@ def drop_class_dependent(state_dict: dict) -> dict:
 class PromptTrainer(TrainerX):
     """Base class of the prompt trainers (see the module docstring); not registered itself."""
 
+    description: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    trains: ClassVar[bool] = True
+    config_node: ClassVar[str] = ""
+    default_configs: ClassVar[dict[str, str]] = {}
+    tiny_config: ClassVar[Optional[str]] = None
+    table_order: ClassVar[int] = 100
+    config_dir: ClassVar[str] = ""
+
     model: nn.Module
     scaler = None
 
-    def load_backbone(self, prec_key: str) -> nn.Module:
-        """fp32 CLIP on ``self.device``; sets ``self.precision`` from ``cfg.<prec_key>``."""
+    @classmethod
+    def add_config(cls, cfg) -> None:
+        """Add the ``TRAINER.<config_node>`` keys with their defaults."""
+
+    @classmethod
+    def check_config(cls, cfg, node, prefix: str) -> None:
+        """Validate ``node`` (``cfg.TRAINER.<config_node>``, full key ``prefix``): raise
+        ``ConfigError`` naming the key, the value and what is allowed. The default checks
+        ``PREC``; override and call ``super()`` to add the method's own checks."""
+        if "PREC" in node:
+            check_precision(node, prefix)
+
+    def check_cfg(self, cfg) -> None:
+        if self.config_node:
+            node = cfg.TRAINER[self.config_node]
+            self.check_config(cfg, node, f"TRAINER.{self.config_node}")
+
+    @property
+    def node(self):
+        """``cfg.TRAINER.<config_node>``: this method's config keys."""
+        return self.cfg.TRAINER[self.config_node]
+
+    def load_backbone(self) -> nn.Module:
+        """fp32 CLIP on ``self.device``; sets ``self.precision`` from ``TRAINER.<node>.PREC``."""
         cfg = self.cfg
         name = cfg.MODEL.BACKBONE.NAME
         print(f"Loading CLIP (backbone: {name})")
@@ -55,10 +105,8 @@ class PromptTrainer(TrainerX):
         if tuple(cfg.INPUT.SIZE)[0] != clip_size:
             raise ValueError(f"cfg_imsize ({cfg.INPUT.SIZE[0]}) must equal to clip_imsize "
                              f"({clip_size}): set INPUT.SIZE ({clip_size}, {clip_size})")
-        node = cfg.TRAINER
-        for part in prec_key.split(".")[1:]:
-            node = getattr(node, part)
-        self.precision = resolve_precision(node, self.device, key=prec_key)
+        self.precision = resolve_precision(self.node.PREC, self.device,
+                                           key=f"TRAINER.{self.config_node}.PREC")
         return clip_model.to(self.device)
 
     def register_prompt_learner(self, module: nn.Module) -> None:
@@ -143,3 +191,12 @@ class PromptTrainer(TrainerX):
             return super().test(split)
         finally:
             self.clear_text_cache()
+
+
+class CrossEntropyPromptTrainer(PromptTrainer):
+    """A prompt trainer whose model maps images to logits and whose loss is cross-entropy."""
+
+    def forward_backward(self, batch) -> dict:
+        image, label = self.parse_batch_train(batch)
+        output = self.model(image)
+        return self.finish_step(F.cross_entropy(output, label), output, label)

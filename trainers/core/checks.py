@@ -1,0 +1,89 @@
+"""Config checks a trainer runs in ``check_cfg``, before the dataset or CLIP is loaded.
+
+yacs already refuses unknown keys and values of the wrong type; these helpers check what yacs
+cannot (ranges, choices, token counts, depths that must fit the backbone), so a bad value stops a
+run within a second with one message naming the key, the value and what is allowed, instead of
+after minutes of data and model loading. Each helper takes the trainer's config node and its full
+key (``"TRAINER.MMLOP"``) and raises ``ConfigError``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from dassl.config import ConfigError
+
+from .backbone import known_layers
+from .context import clean_ctx_init
+from .precision import PRECISIONS
+from .text_inputs import count_tokens
+
+
+def fail(key: str, value, allowed: str) -> None:
+    """Raise the one-line error for ``key`` = ``value``."""
+    raise ConfigError(f"{key} = {value!r} is not allowed: {allowed}")
+
+
+def check_choice(node, prefix: str, name: str, choices: Sequence) -> None:
+    value = node[name]
+    if value not in choices:
+        fail(f"{prefix}.{name}", value, "choose one of " + ", ".join(repr(c) for c in choices))
+
+
+def check_range(node, prefix: str, name: str, low: float | None = None,
+                high: float | None = None) -> None:
+    """``low <= value <= high`` (either bound optional)."""
+    value = node[name]
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = (f"between {low} and {high}" if low is not None and high is not None
+                  else f">= {low}" if low is not None else f"<= {high}")
+        fail(f"{prefix}.{name}", value, f"it must be {bounds}")
+
+
+def check_precision(node, prefix: str) -> None:
+    check_choice(node, prefix, "PREC", PRECISIONS)
+
+
+def check_ctx_init(node, prefix: str, n_ctx_key: str | None = None, exact: bool = False) -> None:
+    """``CTX_INIT`` must tokenize to at least one token (to exactly ``node[n_ctx_key]`` tokens
+    with ``exact``) when it is not empty."""
+    text = clean_ctx_init(node.CTX_INIT)
+    if not text:
+        return
+    n_tokens = count_tokens(text)
+    if n_tokens < 1:
+        fail(f"{prefix}.CTX_INIT", node.CTX_INIT, "it must hold at least one token, or be ''")
+    if exact and n_tokens != node[n_ctx_key]:
+        fail(f"{prefix}.CTX_INIT", node.CTX_INIT,
+             f"it is {n_tokens} BPE tokens but {prefix}.{n_ctx_key} is {node[n_ctx_key]}; they "
+             "must match (or set CTX_INIT '' for a random initialization)")
+
+
+def check_depth(cfg, node, prefix: str, name: str, tower: str, low: int = 1) -> None:
+    """``low <= node[name] <= layers`` of the ``tower`` ("text" or "vision") of
+    ``MODEL.BACKBONE.NAME`` when it is a published model name (a file is checked after loading)."""
+    check_range(node, prefix, name, low=low)
+    layers = known_layers(cfg.MODEL.BACKBONE.NAME)
+    if layers is None:
+        return
+    n = layers[0] if tower == "text" else layers[1]
+    if node[name] > n:
+        fail(f"{prefix}.{name}", node[name],
+             f"{cfg.MODEL.BACKBONE.NAME} has {n} {tower} layers"
+             + ("" if n else " (a ResNet image tower takes no vision prompts)"))
+
+
+def check_gpa(cfg, node, prefix: str) -> None:
+    """With ``GPA`` on, the Gaussian over ``1..OPTIM.MAX_EPOCH`` must give some epoch weight."""
+    from .gpa import gpa_weights
+
+    if not node.GPA:
+        return
+    try:
+        gpa_weights(cfg.OPTIM.MAX_EPOCH, node.GPA_MEAN, node.GPA_STD)
+    except ValueError as exc:
+        raise ConfigError(f"{prefix}.GPA_MEAN / GPA_STD: {exc}") from None
+
+
+def check_loss_weights(node, prefix: str, names: Sequence[str]) -> None:
+    for name in names:
+        check_range(node, prefix, name, low=0.0)

@@ -1,0 +1,127 @@
+"""The registered methods and their facts, for scripts, tables, the demo and ``--list-trainers``.
+
+A method is a trainer registered in ``dassl.engine.TRAINER_REGISTRY`` by a file in ``trainers/``
+(or in a file named by ``MMLOP_TRAINERS``, see ``trainers/__init__.py``). Its facts are class
+attributes of the trainer (``trainers.core.trainer.PromptTrainer``); this module reads them, so
+nothing else keeps lists of method names.
+
+The run scripts ask through one call per run (importing torch is the slow part)::
+
+    python -m trainers.core shell TRAINER PROTOCOL [CFG]
+
+prints shell assignments ``TRAINS=1|0``, ``CFG=<stem>`` (the given one, else the method's default
+for PROTOCOL) and ``CONFIG_FILE=<path>``, or one error line on stderr with exit code 2.
+``python -m trainers.core list`` prints the table of ``train.py --list-trainers``.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# base2new: base-to-novel; xd: cross-dataset and domain generalization (ImageNet training);
+# few_shot: few-shot learning; zeroshot: evaluation of a model without training.
+PROTOCOLS = ("base2new", "xd", "few_shot", "zeroshot")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """The facts of one registered trainer (see ``PromptTrainer``)."""
+
+    name: str
+    label: str
+    description: str
+    trains: bool
+    default_configs: dict
+    tiny_config: Optional[str]
+    table_order: int
+    config_dir: str
+
+    def config_file(self, stem: str) -> str:
+        """Path of the config ``<config_dir>/<stem>.yaml``."""
+        return os.path.join(self.config_dir, f"{stem}.yaml")
+
+    def default_config(self, protocol: str) -> str:
+        """The config stem for ``protocol``; ``KeyError`` with the fix when there is none."""
+        if protocol not in PROTOCOLS:
+            raise KeyError(f"unknown protocol {protocol!r}; one of {', '.join(PROTOCOLS)}")
+        stem = self.default_configs.get(protocol)
+        if stem is None:
+            raise KeyError(f"{self.name} has no default config for the {protocol} protocol; set "
+                           f"CFG to a file stem of {os.path.relpath(self.config_dir, REPO_ROOT)}/")
+        return stem
+
+
+def method_info(name: str) -> MethodInfo:
+    """The facts of the registered trainer ``name`` (``KeyError`` naming the known ones)."""
+    import trainers  # noqa: F401  (registers the trainers)
+    from dassl.engine import TRAINER_REGISTRY
+
+    if name not in TRAINER_REGISTRY:
+        raise KeyError(f"no trainer named {name!r} is registered; registered: "
+                       f"{', '.join(sorted(TRAINER_REGISTRY.registered_names()))}")
+    cls = TRAINER_REGISTRY.get(name)
+    return MethodInfo(
+        name=name,
+        label=getattr(cls, "label", "") or name,
+        description=getattr(cls, "description", "") or (cls.__doc__ or "").strip().split("\n")[0],
+        trains=bool(getattr(cls, "trains", True)),
+        default_configs=dict(getattr(cls, "default_configs", {}) or {}),
+        tiny_config=getattr(cls, "tiny_config", None),
+        table_order=int(getattr(cls, "table_order", 100)),
+        config_dir=getattr(cls, "config_dir", "") or os.path.join(REPO_ROOT, "configs",
+                                                                   "trainers", name),
+    )
+
+
+def registered_methods() -> list[MethodInfo]:
+    """Every registered trainer, in table order (then by name)."""
+    import trainers  # noqa: F401
+    from dassl.engine import TRAINER_REGISTRY
+
+    infos = [method_info(n) for n in TRAINER_REGISTRY.registered_names()]
+    return sorted(infos, key=lambda m: (m.table_order, m.name))
+
+
+def format_methods(methods: list[MethodInfo]) -> str:
+    """The ``--list-trainers`` table: name, what it is, default configs per protocol."""
+    from tabulate import tabulate
+
+    rows = []
+    for m in methods:
+        configs = ", ".join(f"{p}: {m.default_configs[p]}" for p in PROTOCOLS
+                            if p in m.default_configs) or "-"
+        rows.append([m.name, m.description + ("" if m.trains else " (evaluation only)"), configs])
+    return tabulate(rows, headers=["trainer", "what it is", "default configs"])
+
+
+def shell_assignments(name: str, protocol: str, cfg: str = "") -> str:
+    """``TRAINS=..; CFG=..; CONFIG_FILE=..`` for the run scripts (see the module docstring)."""
+    info = method_info(name)
+    stem = cfg or info.default_config(protocol)
+    path = info.config_file(stem)
+    if os.path.abspath(path).startswith(REPO_ROOT + os.sep):
+        path = os.path.relpath(path, REPO_ROOT)          # the scripts run from the repository root
+    values = {"TRAINS": "1" if info.trains else "0", "CFG": stem, "CONFIG_FILE": path}
+    return "\n".join(f"{k}={shlex.quote(v)}" for k, v in values.items())
+
+
+def main(argv: list[str]) -> int:
+    usage = ("usage: python -m trainers.core shell TRAINER PROTOCOL [CFG]\n"
+             "       python -m trainers.core list")
+    try:
+        if argv[:1] == ["list"] and len(argv) == 1:
+            print(format_methods(registered_methods()))
+            return 0
+        if argv[:1] == ["shell"] and len(argv) in (3, 4):
+            print(shell_assignments(*argv[1:]))
+            return 0
+    except KeyError as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    print(usage, file=sys.stderr)
+    return 2
+
