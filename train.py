@@ -40,6 +40,8 @@ EPILOG = (
 def build_parser() -> argparse.ArgumentParser:
     """The upstream flags; everything after them is collected in ``opts`` (KEY VALUE pairs)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=EPILOG)
+    parser.add_argument("--list-trainers", action="store_true",
+                        help="list the registered trainers (what each is, its default configs) and exit")
     run = parser.add_argument_group(
         "CoOp-family options", "The flags of CoOp's scripts; each given flag overrides the YAML files' key."
     )
@@ -185,6 +187,11 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     else:
         prog = "train.py"
     args = build_parser().parse_args(argv)
+    if args.list_trainers:
+        from trainers.core.methods import format_methods, registered_methods
+
+        print(format_methods(registered_methods()))
+        return 0
     try:
         main(args, command_line=format_command(argv, prog))
     except (FileNotFoundError, KeyError, ValueError) as exc:

@@ -163,10 +163,6 @@ class IVLPCLIP(PromptedCLIP):
         text_prompts, vision_prompts = self.prompt_learner()
         return self.cached(lambda: self.encode_class_texts(text_prompts)), vision_prompts
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        text, vision_prompts = self.prompted_features()
-        return self.logit_scale * self.image_features(images, vision_prompts) @ text.t()
-
 
 @TRAINER_REGISTRY.register()
 class IVLP(CrossEntropyPromptTrainer):

@@ -83,11 +83,6 @@ class MaPLeCLIP(PromptedCLIP):
         super().__init__(clip_model, classnames, learner, context.prefix, precision,
                          truncate_text=truncate_text, cache_text=cache_text)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        text_prompts, vision_prompts = self.prompt_learner()
-        text = self.cached(lambda: self.encode_class_texts(text_prompts))
-        return self.logit_scale * self.image_features(images, vision_prompts) @ text.t()
-
 
 @TRAINER_REGISTRY.register()
 class MaPLe(CrossEntropyPromptTrainer):

@@ -25,7 +25,7 @@ from .core.trainer import PromptTrainer
 class ZeroshotCLIP(PromptTrainer):
     """Zero-shot CLIP: ``logit_scale * normalize(image) @ normalize(text)^T``."""
 
-    description = "frozen CLIP with hand-written prompts (no training)"
+    description = "frozen CLIP with hand-written prompts"
     trains = False
     config_node = "ZEROSHOTCLIP"
     default_configs = dict.fromkeys(PROTOCOLS, "vit_b16")

@@ -78,10 +78,12 @@ def check_gpa(cfg, node, prefix: str) -> None:
 
     if not node.GPA:
         return
+    if node.GPA_STD <= 0:
+        fail(f"{prefix}.GPA_STD", node.GPA_STD, "it must be > 0")
     try:
         gpa_weights(cfg.OPTIM.MAX_EPOCH, node.GPA_MEAN, node.GPA_STD)
     except ValueError as exc:
-        raise ConfigError(f"{prefix}.GPA_MEAN / GPA_STD: {exc}") from None
+        raise ConfigError(f"{prefix}.GPA_MEAN / {prefix}.GPA_STD: {exc}") from None
 
 
 def check_loss_weights(node, prefix: str, names: Sequence[str]) -> None:

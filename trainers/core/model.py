@@ -11,10 +11,14 @@ IVLP/PromptSRC one, see ``encoders``). ``PromptedCLIP`` owns everything else:
   trainer sets (``train()`` is overridden), with ``requires_grad`` off;
 * optional frozen zero-shot text anchors ``text_anchors [C, E]`` (template ensemble, fp32,
   normalized, non-persistent, computed once per class set through ``anchors``);
-* ``class_text_features()``: normalized prompted text features ``[C, E]`` (fp32); with autograd
-  off they are computed once and reused until a prompt parameter changes (``TextFeatureCache``);
+* ``encode_class_texts(text_prompts)``: normalized prompted text features ``[C, E]`` (fp32);
+  ``cached(compute)`` reuses them while autograd is off until a prompt parameter changes
+  (``TextFeatureCache``), so an evaluation encodes the class texts once;
 * ``image_features(images, prompts)``: normalized image features ``[B, E]`` (fp32);
-* ``logit_scale``: CLIP's frozen ``exp(logit_scale)``.
+* ``logit_scale``: CLIP's frozen ``exp(logit_scale)``;
+* ``forward(images)``: the logits of the (text, vision) prompts; methods with another output
+  (MMLoP's and PromptSRC's training targets, CoOp's layouts, CoCoOp's per-image context)
+  override it.
 
 Switches (plain attributes, for equivalence tests and benchmarks): ``truncate_text`` (run the text
 tower only up to the last end-of-text row) and ``text_cache.enabled``.
@@ -124,6 +128,13 @@ class PromptedCLIP(nn.Module):
         with self.precision.autocast():
             feats = self.image_encoder(images, prompts)
         return F.normalize(feats.float(), dim=-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, C]`` (fp32) for a prompt learner returning ``(text_prompts,
+        vision_prompts)``; the class text features are computed once per evaluation."""
+        text_prompts, vision_prompts = self.prompt_learner()
+        text = self.cached(lambda: self.encode_class_texts(text_prompts))
+        return self.logit_scale * self.image_features(images, vision_prompts) @ text.t()
 
     def cached(self, compute) -> torch.Tensor:
         """``compute()``, reused while autograd is off and no prompt parameter changed."""
