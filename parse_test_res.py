@@ -31,7 +31,7 @@ def listdir_nohidden(path: str) -> list[str]:
 
 
 def read_json(fpath: str) -> Any:
-    with open(fpath, "r") as f:
+    with open(fpath) as f:
         return json.load(f)
 
 
@@ -46,7 +46,7 @@ def parse_log(fpath: str, keyword: str = "accuracy", end_signal: str = TRAIN_END
     """The last ``* <keyword>: <x>%`` value after ``end_signal`` in ``fpath``, or None."""
     pattern = re.compile(r"\* " + re.escape(keyword) + r": ([\.\deE+-]+)%")
     value, started = None, False
-    with open(fpath, "r", errors="replace") as f:
+    with open(fpath, errors="replace") as f:
         for line in f:
             line = line.strip()
             if line == end_signal:
@@ -119,7 +119,8 @@ def summarize(values: Sequence[float], ci95: bool = False) -> tuple[float, float
     return mean, (1.96 * std / math.sqrt(n) if ci95 else std)
 
 
-def parse_function(directory: str, keyword: str = "accuracy", test_log: bool = False, ci95: bool = False) -> dict[str, float]:
+def parse_function(directory: str, keyword: str = "accuracy", test_log: bool = False,
+                   ci95: bool = False) -> dict[str, float]:
     """Print the per-run lines, the CoOp-style summary and a table; return ``{keyword: mean}``."""
     print(f"Parsing files in {directory}")
     results = collect_results(directory, keyword, test_log, verbose=True)

@@ -23,5 +23,6 @@ setup(
     packages=[],
     py_modules=[],
     install_requires=read_requirements(),
-    extras_require={"test": ["pytest>=7", "open-clip-torch>=2.20"]},
+    # scikit-learn: only the tests use it (a reference for the evaluator's macro F1); ruff: the lint.
+    extras_require={"test": ["pytest>=7", "open-clip-torch>=2.20", "scikit-learn>=1.1", "ruff>=0.6"]},
 )

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     run.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     run.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
-    run.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
+    run.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                     help="modify config options using the command-line")
     compat = parser.add_argument_group(
         COMPAT_GROUP_TITLE,
         "Dassl's flags for domain adaptation/generalization and for a classifier head. They are still copied "

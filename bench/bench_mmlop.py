@@ -57,8 +57,8 @@ def worker(classes: int, mode: str, phase: str, device_name: str, prec: str, ste
 
     from clip.model import CLIP, MODEL_CONFIGS
     from trainers.core import model as prompted_model
-    from trainers.core.precision import resolve_precision
     from trainers.core.losses import consistency_loss
+    from trainers.core.precision import resolve_precision
     from trainers.mmlop import MMLoPCLIP, MMLoPSettings
 
     device = torch.device(device_name)

@@ -100,7 +100,7 @@ def _download(url: str, root: str | None = None) -> str:
         if _sha256(target) == expected_sha256:
             return target
         warnings.warn(f"{target} exists, but its SHA-256 does not match {expected_sha256}; "
-                      "downloading it again")
+                      "downloading it again", stacklevel=2)
 
     fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{filename}.", suffix=".part")
     try:
@@ -232,7 +232,7 @@ def load(name: str, device: str | torch.device | None = None, jit: bool = False,
     return model, _transform(model.visual.input_resolution)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _get_tokenizer() -> SimpleTokenizer:
     return SimpleTokenizer()
 

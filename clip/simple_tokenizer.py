@@ -30,7 +30,7 @@ def default_bpe() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpe_simple_vocab_16e6.txt.gz")
 
 
-@functools.lru_cache()
+@functools.lru_cache
 def bytes_to_unicode() -> dict[int, str]:
     """Reversible map from the 256 byte values to printable unicode characters.
 

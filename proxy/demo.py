@@ -21,7 +21,6 @@ generalizes, and how the methods compare at this scale.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import statistics
 import sys

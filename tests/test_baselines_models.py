@@ -9,14 +9,14 @@ import torch.nn.functional as F
 
 import clip
 from clip.model import build_model_from_config
-from trainers.core.precision import Precision
+from tests.clip_helpers import record_block_inputs, tiny_model
 from trainers.cocoop import CoCoOpCLIP
+from trainers.core.gpa import GaussianPromptAggregator, gpa_state, restore_gpa
+from trainers.core.precision import Precision
 from trainers.ivlp import IVLPCLIP, IVLPSettings
 from trainers.maple import MaPLeCLIP
 from trainers.mmlop import MMLoPCLIP, MMLoPSettings
-from trainers.core.gpa import GaussianPromptAggregator, gpa_state, restore_gpa
 from trainers.promptsrc import PromptSRCCLIP
-from tests.clip_helpers import record_block_inputs, tiny_model
 
 TINY = dict(vision_layers=3, transformer_layers=3, vision_width=64, transformer_width=48,
             transformer_heads=2, image_resolution=32, vision_patch_size=8, embed_dim=32)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clip.model import CLIP, MODEL_CONFIGS
 from trainers.cocoop import CoCoOpCLIP
 from trainers.ivlp import IVLPCLIP, IVLPSettings
 from trainers.maple import MaPLeCLIP

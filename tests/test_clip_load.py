@@ -11,8 +11,7 @@ from PIL import Image
 
 import clip
 from clip import clip as clip_module
-from tests.clip_helpers import (TINY_RESNET, TINY_VIT, FileServer, randomize_batchnorm, tiny_model,
-                                unused_port)
+from tests.clip_helpers import TINY_RESNET, TINY_VIT, FileServer, randomize_batchnorm, tiny_model, unused_port
 
 MARKER = "clip_test_pickle_was_executed"
 

@@ -6,9 +6,18 @@ import pytest
 import torch
 
 import clip
-from clip.model import (CLIP, MODEL_CONFIGS, LayerNorm, ModifiedResNet, Transformer,
-                        VisionTransformer, build_model, build_model_from_config,
-                        config_from_state_dict, convert_weights)
+from clip.model import (
+    CLIP,
+    MODEL_CONFIGS,
+    LayerNorm,
+    ModifiedResNet,
+    Transformer,
+    VisionTransformer,
+    build_model,
+    build_model_from_config,
+    config_from_state_dict,
+    convert_weights,
+)
 from tests.clip_helpers import TINY_RESNET, randomize_batchnorm, tiny_model
 
 open_clip = pytest.importorskip("open_clip")

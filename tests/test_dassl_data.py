@@ -24,7 +24,8 @@ class ToyDataTestSet(DatasetBase):
     def __init__(self, cfg) -> None:
         root = cfg.DATASET.ROOT
         names = ["cat", "dog"]
-        train = [Datum(os.path.join(root, f"{c}_{i}.png"), c, domain=i % 2, classname=names[c]) for c in range(2) for i in range(4)]
+        train = [Datum(os.path.join(root, f"{c}_{i}.png"), c, domain=i % 2, classname=names[c])
+                 for c in range(2) for i in range(4)]
         test = train[:3] if cfg.DATASET.NUM_SHOTS != 0 else []
         super().__init__(train_x=train, test=test)
 
@@ -104,7 +105,8 @@ def test_no_transform_returns_none(capsys):
 
 
 def test_data_manager_loaders_wrapper_and_summary(root, capsys):
-    dm = DataManager(cfg_for(root, DATALOADER__TRAIN_X__BATCH_SIZE=3, DATALOADER__TEST__BATCH_SIZE=2, DATALOADER__NUM_WORKERS=10_000))
+    dm = DataManager(cfg_for(root, DATALOADER__TRAIN_X__BATCH_SIZE=3, DATALOADER__TEST__BATCH_SIZE=2,
+                             DATALOADER__NUM_WORKERS=10_000))
     out = capsys.readouterr().out
     assert "Loading dataset: ToyDataTestSet" in out
     assert "---------  --------------\nDataset    ToyDataTestSet\n# classes  2\n# train_x  8\n# test     3\n" in out
@@ -153,6 +155,7 @@ def test_samplers(root):
     assert sorted(rand_dom) == list(range(8))
     assert all(sorted(data[i].domain for i in rand_dom[s : s + 4]) == [0, 0, 1, 1] for s in (0, 4))
     one_domain = list(build_sampler("RandomDomainSampler", data_source=data, batch_size=2, n_domain=1))
-    assert len(one_domain) >= 2 and all(data[one_domain[s]].domain == data[one_domain[s + 1]].domain for s in range(0, len(one_domain), 2))
+    assert len(one_domain) >= 2 and all(data[one_domain[s]].domain == data[one_domain[s + 1]].domain
+                                        for s in range(0, len(one_domain), 2))
     with pytest.raises(ValueError, match="Unknown sampler type: Foo"):
         build_sampler("Foo", data_source=data)

@@ -57,7 +57,8 @@ def test_cosine_without_recount_counts_the_warmup_epochs():
 
 
 def test_linear_warmup_then_cosine():
-    cfg = optim_cfg(NAME="sgd", LR=0.1, LR_SCHEDULER="cosine", MAX_EPOCH=6, WARMUP_EPOCH=3, WARMUP_TYPE="linear", WARMUP_MIN_LR=1e-4)
+    cfg = optim_cfg(NAME="sgd", LR=0.1, LR_SCHEDULER="cosine", MAX_EPOCH=6, WARMUP_EPOCH=3, WARMUP_TYPE="linear",
+                    WARMUP_MIN_LR=1e-4)
     lrs = lr_sequence(cfg, 6)
     assert lrs[:3] == pytest.approx([1e-4, 0.1 / 3, 0.2 / 3])
     assert lrs[3:] == pytest.approx([0.1 * (1 + math.cos(math.pi * s / 6)) / 2 for s in range(3)])

@@ -24,7 +24,6 @@ from dassl.utils import (
     setup_logger,
 )
 
-
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -109,7 +108,8 @@ def test_classification_block_macro_f1_per_class_and_cmat(tmp_path, capsys):
     assert results["accuracy"] == pytest.approx(acc) and results["error_rate"] == pytest.approx(100 - acc)
     sk = 100 * f1_score(y_true.numpy(), pred.numpy(), average="macro", labels=np.unique(y_true.numpy()))
     assert results["macro_f1"] == pytest.approx(sk)
-    expected = f"=> result\n* total: 2,465\n* correct: {correct:,}\n* accuracy: {acc:.1f}%\n* error: {100 - acc:.1f}%\n* macro_f1: {sk:.1f}%\n"
+    expected = (f"=> result\n* total: 2,465\n* correct: {correct:,}\n* accuracy: {acc:.1f}%\n"
+                f"* error: {100 - acc:.1f}%\n* macro_f1: {sk:.1f}%\n")
     assert expected in out
     assert "* class: 1 (dog)\ttotal: " in out and "* average: " in out
     cmat = torch.load(tmp_path / "cmat.pt", weights_only=True)

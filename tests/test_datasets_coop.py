@@ -10,9 +10,8 @@ import shutil
 
 import pytest
 
-from dassl.data.datasets.build import build_dataset
-
 import datasets  # noqa: F401  (registers the loaders)
+from dassl.data.datasets.build import build_dataset
 from tests.helpers import SHARED_DATA, make_cfg, skip_unless_dir
 
 SPLITS = SHARED_DATA / "coop_splits"
@@ -128,7 +127,8 @@ def real_root(tmp_path, dirname, image_subdir, name):
 
 @pytest.mark.parametrize(
     "name, dirname, image_subdir, n_cls, first_name",
-    [("DescribableTextures", "dtd", "images", 3, "banded"), ("OxfordFlowers", "oxford_flowers", "jpg", 5, "pink primrose")],
+    [("DescribableTextures", "dtd", "images", 3, "banded"),
+     ("OxfordFlowers", "oxford_flowers", "jpg", 5, "pink primrose")],
 )
 def test_real_images_through_fewshot_base_new_and_transform(tmp_path, name, dirname, image_subdir, n_cls, first_name):
     from PIL import Image

@@ -5,9 +5,8 @@ import os
 import pytest
 from yacs.config import CfgNode as CN
 
-from dassl.data.datasets.build import build_dataset
-
 import datasets  # noqa: F401  (registers the loaders)
+from dassl.data.datasets.build import build_dataset
 from datasets.protocol import DatasetNotFoundError
 from tests.helpers import REPO, make_cfg, touch, write
 

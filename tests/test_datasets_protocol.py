@@ -175,7 +175,8 @@ def test_subsample_base_new_rule_and_relabelling(capsys):
 def test_invalid_subsample_names_the_config_key(data):
     dataset_dir, image_dir, items = data
     with pytest.raises(ValueError, match=r"DATASET.SUBSAMPLE_CLASSES must be one of 'all', 'base', 'new', got 'bas'"):
-        protocol.finalize_splits(make_cfg("x", "OxfordPets", subsample="bas"), dataset_dir, image_dir, items, items, items, anchor="x")
+        protocol.finalize_splits(make_cfg("x", "OxfordPets", subsample="bas"), dataset_dir, image_dir, items, items,
+                                 items, anchor="x")
 
 
 def test_upstream_static_methods_are_the_shared_ones():
@@ -216,8 +217,8 @@ def test_read_and_split_data_is_sorted_and_seeded(tmp_path, capsys):
     image_dir = str(tmp_path / "images")
     make_items(image_dir, n_classes=3, per_class=10)
     os.makedirs(os.path.join(image_dir, "ignored_cls"))
-    a = protocol.read_and_split_data(image_dir, ignored=["ignored_cls"], new_cnames={"c1": "Class One"}, rng=random.Random(1))
-    b = protocol.read_and_split_data(image_dir, ignored=["ignored_cls"], new_cnames={"c1": "Class One"}, rng=random.Random(1))
+    a, b = (protocol.read_and_split_data(image_dir, ignored=["ignored_cls"], new_cnames={"c1": "Class One"},
+                                         rng=random.Random(1)) for _ in range(2))
     assert "Splitting into 50% train, 20% val, and 30% test" in capsys.readouterr().out
     assert [paths(x) for x in a] == [paths(x) for x in b]
     assert [len(x) for x in a] == [15, 6, 9]

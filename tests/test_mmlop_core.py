@@ -7,10 +7,10 @@ import torch
 
 import clip
 from clip.model import build_model_from_config
+from tests.clip_helpers import record_block_inputs, tiny_model
 from trainers.core.encoders import PromptedImageEncoder, PromptedTextEncoder
 from trainers.core.model import TextFeatureCache
 from trainers.core.text_inputs import ClassPrompts, count_tokens
-from tests.clip_helpers import record_block_inputs, tiny_model
 
 TINY = dict(vision_layers=3, transformer_layers=3, vision_width=64, transformer_width=64,
             transformer_heads=2, image_resolution=32, vision_patch_size=8, embed_dim=32)

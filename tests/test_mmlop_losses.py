@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.core.losses import consistency_loss, drift_correct, kl_to_zero_shot
 from trainers.core.gpa import GaussianPromptAggregator, gpa_weights
+from trainers.core.losses import consistency_loss, drift_correct, kl_to_zero_shot
 
 
 def _unit(*shape, seed):

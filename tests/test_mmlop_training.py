@@ -10,10 +10,10 @@ import torch.nn.functional as F
 import clip
 from clip.model import build_model_from_config
 from trainers.core import anchors as zeroshot_features
-from trainers.core.precision import Precision
 from trainers.core.losses import consistency_loss, drift_correct
-from trainers.mmlop import MMLoPCLIP, MMLoPSettings
+from trainers.core.precision import Precision
 from trainers.core.templates import IMAGENET_TEMPLATES_60
+from trainers.mmlop import MMLoPCLIP, MMLoPSettings
 
 TINY = dict(vision_layers=3, transformer_layers=3, vision_width=64, transformer_width=64,
             transformer_heads=2, image_resolution=32, vision_patch_size=8, embed_dim=32)
@@ -58,7 +58,7 @@ def test_training_steps_move_prompts_and_never_clip():
     assert model.prompt_learner.training
     assert not any(m.training for m in model.clip_model.modules())
     s = model.settings
-    for step in range(3):
+    for _step in range(3):
         images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
         out = model(images)
         assert out.zs_logits.shape == (4, 4) and out.image_zs.shape == (4, 32)

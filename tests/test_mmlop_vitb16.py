@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import clip
-from clip.model import MODEL_CONFIGS, CLIP
 from trainers.coop import CoOpCLIP
 from trainers.mmlop import MMLoPCLIP, MMLoPSettings
 

@@ -15,7 +15,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def train_log(acc: float, finished: bool = True) -> str:
-    lines = ["** Arguments **", "epoch [1/1] batch [1/1] time 0.1 (0.1) data 0.0 (0.0) loss 1.0 (1.0) lr 1e-5 eta 0:00:00"]
+    lines = ["** Arguments **",
+             "epoch [1/1] batch [1/1] time 0.1 (0.1) data 0.0 (0.0) loss 1.0 (1.0) lr 1e-5 eta 0:00:00"]
     if finished:
         lines += ["Finish training", "Deploy the last-epoch model", "Evaluate on the *test* set", "=> result",
                   "* total: 1,000", "* correct: 700", f"* accuracy: {acc:.1f}%", f"* error: {100 - acc:.1f}%",
@@ -33,7 +34,8 @@ def make_seed_tree(root: Path, accs=(70.1, 72.3, 74.5)) -> Path:
     # seed3: results.json (full precision) next to a log
     (root / "seed3").mkdir()
     (root / "seed3" / "log.txt").write_text(train_log(round(accs[2], 1)))
-    (root / "seed3" / "results.json").write_text(json.dumps({"split": "test", "accuracy": accs[2], "error_rate": 100 - accs[2], "seed": 3}))
+    (root / "seed3" / "results.json").write_text(
+        json.dumps({"split": "test", "accuracy": accs[2], "error_rate": 100 - accs[2], "seed": 3}))
     # stray entries
     (root / "README.md").write_text("notes")
     (root / "seed4_unfinished_copy").mkdir()
@@ -106,6 +108,7 @@ def test_multi_exp_averages_experiment_means(tmp_path, capsys):
 
 def test_script_runs_from_the_command_line(tmp_path):
     root = make_seed_tree(tmp_path / "exp")
-    result = subprocess.run([sys.executable, "parse_test_res.py", str(root)], capture_output=True, text=True, cwd=REPO_ROOT)
+    result = subprocess.run([sys.executable, "parse_test_res.py", str(root)], capture_output=True, text=True,
+                            cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     assert "* accuracy: 72.30% +- 1.80%" in result.stdout

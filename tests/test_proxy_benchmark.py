@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from proxy.demo import QUICK, run_demo
-from proxy.runs import run_dirs, Method
+from proxy.runs import Method, run_dirs
 
 
 @pytest.mark.slow

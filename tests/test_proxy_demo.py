@@ -33,7 +33,8 @@ def test_methods_are_registered_trainers_with_tiny_configs():
     # Every registered trainer has a tiny config, so --methods all runs them all.
     from dassl.engine import TRAINER_REGISTRY
 
-    ours = [n for n in TRAINER_REGISTRY.registered_names() if TRAINER_REGISTRY.get(n).__module__.startswith("trainers.")]
+    ours = [n for n in TRAINER_REGISTRY.registered_names()
+            if TRAINER_REGISTRY.get(n).__module__.startswith("trainers.")]
     assert sorted(names) == sorted(ours)  # other tests may register toy trainers
 
 
@@ -45,8 +46,8 @@ def test_ablation_rows_reach_every_setting_by_opts_alone():
     assert ivlp["TRAINER.MMLOP.FULL_RANK"] == "True" and ivlp["TRAINER.MMLOP.DRIFT_CORRECTION"] == "False"
     assert rows[-1].opts == ()  # the full method is the config itself
     # Every opts key exists in MMLoP's config node.
-    from dassl.config import get_cfg_default
     import trainers
+    from dassl.config import get_cfg_default
 
     cfg = get_cfg_default()
     trainers.extend_cfg(cfg)

@@ -162,7 +162,8 @@ def test_train_writes_upstream_log_checkpoints_and_results(data_root, trainer_ya
     assert first_batch_lr == pytest.approx([1e-5, 0.01, 0.01 * (1 + 0.7071067811865476) / 2, 0.005], rel=1e-3)
 
     acc_line = re.search(r"^\* accuracy: (\d+\.\d)%$", log, re.M)
-    assert acc_line and re.search(r"^\* error: \d+\.\d%$", log, re.M) and re.search(r"^\* macro_f1: \d+\.\d%$", log, re.M)
+    assert acc_line and re.search(r"^\* error: \d+\.\d%$", log, re.M)
+    assert re.search(r"^\* macro_f1: \d+\.\d%$", log, re.M)
 
     model_dir = os.path.join(out, "model")
     assert sorted(os.listdir(model_dir)) == ["checkpoint", "model.pth.tar-4"]
@@ -182,7 +183,8 @@ def test_train_writes_upstream_log_checkpoints_and_results(data_root, trainer_ya
     assert results["error_rate"] == pytest.approx(100 - results["accuracy"])
 
     eval_out = str(tmp_path / "eval")
-    evaluator = run(base_argv(data_root, trainer_yaml, eval_out, "--eval-only", "--model-dir", out, "--load-epoch", "4"))
+    evaluator = run(base_argv(data_root, trainer_yaml, eval_out, "--eval-only", "--model-dir", out,
+                              "--load-epoch", "4"))
     eval_results = json.load(open(os.path.join(eval_out, "results.json")))
     assert eval_results["accuracy"] == results["accuracy"]
     assert eval_results["correct"] == results["correct"] and eval_results["epoch"] == 4
@@ -240,7 +242,8 @@ def write(path, text: str) -> str:
 
 
 def test_config_merge_order_and_seed_flag(tmp_path):
-    dataset_yaml = write(tmp_path / "d.yaml", "DATASET:\n  NAME: ToyColorsTrainCli\nOPTIM:\n  MAX_EPOCH: 3\n  LR: 0.5\nSEED: 7\n")
+    dataset_yaml = write(tmp_path / "d.yaml",
+                         "DATASET:\n  NAME: ToyColorsTrainCli\nOPTIM:\n  MAX_EPOCH: 3\n  LR: 0.5\nSEED: 7\n")
     trainer_yaml = write(tmp_path / "t.yaml", "OPTIM:\n  MAX_EPOCH: 5\nOUTPUT_DIR: from_yaml\n")
     parser = train.build_parser()
 
@@ -279,7 +282,8 @@ def test_cli_errors_are_one_clear_message(tmp_path, capsys, data_root):
 
 def test_best_val_saves_and_deploys_the_best_checkpoint(data_root, trainer_yaml, tmp_path):
     out = str(tmp_path / "best")
-    run(base_argv(data_root, trainer_yaml, out, "TEST.FINAL_MODEL", "best_val", "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "4"))
+    run(base_argv(data_root, trainer_yaml, out, "TEST.FINAL_MODEL", "best_val", "OPTIM.MAX_EPOCH", "2",
+                  "TRAIN.PRINT_FREQ", "4"))
     log = open(os.path.join(out, "log.txt")).read()
     assert [(int(m[1]), int(m[3])) for m in iteration_lines(log)] == [(1, 4), (2, 4)]  # 6 batches, PRINT_FREQ 4
     assert log.count("Evaluate on the *val* set") == 2
@@ -288,7 +292,8 @@ def test_best_val_saves_and_deploys_the_best_checkpoint(data_root, trainer_yaml,
     assert f"Checkpoint saved to {best_path}" in log
     best = torch.load(best_path, weights_only=True)
     assert isinstance(best["val_result"], float)
-    assert f'Loading weights to model from "{best_path}" (epoch = {best["epoch"]}, val_result = {best["val_result"]:.1f})' in log
+    expected = f'(epoch = {best["epoch"]}, val_result = {best["val_result"]:.1f})'
+    assert f'Loading weights to model from "{best_path}" {expected}' in log
     assert open(os.path.join(out, "model", "checkpoint")).read() == "model.pth.tar-2\n"
     assert log.rindex("Evaluate on the *test* set") > log.index("Deploy the model with the best val performance")
     results = json.load(open(os.path.join(out, "results.json")))
@@ -341,7 +346,8 @@ def test_run_records_config_yaml_and_provenance(data_root, trainer_yaml, tmp_pat
 
 def test_failed_run_still_has_its_config(tmp_path, capsys, data_root):
     out = tmp_path / "failed"
-    argv = ["--root", data_root, "--trainer", "NoSuchTrainer", "--output-dir", str(out), "DATASET.NAME", "ToyColorsTrainCli"]
+    argv = ["--root", data_root, "--trainer", "NoSuchTrainer", "--output-dir", str(out),
+            "DATASET.NAME", "ToyColorsTrainCli"]
     assert train.cli(argv) == 1
     assert "NoSuchTrainer" in capsys.readouterr().err
     assert yaml.safe_load((out / "config.yaml").read_text())["TRAINER"]["NAME"] == "NoSuchTrainer"

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from clip.model import CLIP, MODEL_CONFIGS
+from tests.helpers import REPO, SHARED_DATA
 from trainers.core import trainer as prompt_trainer
 from trainers.core.backbone import freeze
 from trainers.mmlop import MMLoP
-from tests.helpers import REPO, SHARED_DATA
 
 DTD = str(SHARED_DATA / "real" / "dtd")
 

@@ -11,8 +11,8 @@ import torch
 
 import clip
 from clip.model import build_model_from_config
-from trainers.core.precision import resolve_precision
 from trainers.coop import CoOpCLIP
+from trainers.core.precision import resolve_precision
 from trainers.core.templates import IMAGENET_TEMPLATES_60, dataset_template
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,7 +53,7 @@ def test_coop_speedups_are_exact_for_class_specific_middle_context():
         model.truncate_text, model.text_cache.enabled = False, False
         plain = model(images)
         model.truncate_text, model.text_cache.enabled = True, True
-        fast, again = model(images), model(images)
+        fast, _again = model(images), model(images)
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-5)
     assert model.text_cache.hits == 1
 

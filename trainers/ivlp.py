@@ -83,7 +83,7 @@ class IVLPSettings:
     key: str = "TRAINER.IVLP"
 
     @classmethod
-    def from_cfg(cls, node, key: str) -> "IVLPSettings":
+    def from_cfg(cls, node, key: str) -> IVLPSettings:
         """From a ``cfg.TRAINER.<NAME>`` node with IVLP's keys."""
         return cls(n_ctx_text=node.N_CTX_TEXT, n_ctx_vision=node.N_CTX_VISION,
                    depth_text=node.PROMPT_DEPTH_TEXT, depth_vision=node.PROMPT_DEPTH_VISION,

@@ -122,7 +122,7 @@ class MMLoPSettings:
     cache_text: bool = True
 
     @classmethod
-    def from_cfg(cls, node) -> "MMLoPSettings":
+    def from_cfg(cls, node) -> MMLoPSettings:
         """From the ``cfg.TRAINER.MMLOP`` node."""
         return cls(n_ctx=node.N_CTX, rank=node.RANK, prompt_depth=node.PROMPT_DEPTH,
                    share_u=node.SHARE_U, low_rank=not node.FULL_RANK, ctx_init=node.CTX_INIT,
@@ -220,8 +220,8 @@ class MMLoPPromptLearner(nn.Module):
         if not self.settings.low_rank:
             return list(self.ctx_text), list(self.ctx_vision)
         depth = self.settings.prompt_depth
-        text = [self._u(l, "text") @ self.V_text[l] for l in range(depth)]
-        vision = [self._u(l, "vision") @ self.V_vision[l] for l in range(depth)]
+        text = [self._u(i, "text") @ self.V_text[i] for i in range(depth)]
+        vision = [self._u(i, "vision") @ self.V_vision[i] for i in range(depth)]
         return text, vision
 
 # --- 2 and 3. The model: consistency targets and drift-corrected logits -----------------------

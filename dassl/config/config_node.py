@@ -49,7 +49,7 @@ def _coerce(value: Any, original: Any, full_key: str, source: str) -> Any:
 
 def _load_yaml_mapping(cfg_filename: str) -> dict:
     """The top-level mapping of a YAML file (empty for an empty file); other content raises."""
-    with open(cfg_filename, "r") as f:
+    with open(cfg_filename) as f:
         try:
             content = yaml.safe_load(f)
         except yaml.YAMLError as exc:

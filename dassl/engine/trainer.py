@@ -20,7 +20,14 @@ import torch.nn as nn
 
 from dassl.data import DataManager
 from dassl.evaluation import build_evaluator
-from dassl.utils import AverageMeter, MetricMeter, load_checkpoint, resume_from_checkpoint, save_checkpoint, tolist_if_not
+from dassl.utils import (
+    AverageMeter,
+    MetricMeter,
+    load_checkpoint,
+    resume_from_checkpoint,
+    save_checkpoint,
+    tolist_if_not,
+)
 from dassl.utils.torchtools import BEST_NAME, POINTER_FILE, capture_rng_state, unwrap_model
 
 from .results import build_results, count_trainable_params, write_results
@@ -30,9 +37,9 @@ class TrainerBase:
     """Model registry, checkpointing, the epoch loop skeleton and tensorboard helpers."""
 
     def __init__(self) -> None:
-        self._models: "OrderedDict[str, nn.Module]" = OrderedDict()
-        self._optims: "OrderedDict[str, Optional[torch.optim.Optimizer]]" = OrderedDict()
-        self._scheds: "OrderedDict[str, object]" = OrderedDict()
+        self._models: OrderedDict[str, nn.Module] = OrderedDict()
+        self._optims: OrderedDict[str, Optional[torch.optim.Optimizer]] = OrderedDict()
+        self._scheds: OrderedDict[str, object] = OrderedDict()
         self._writer = None
 
     def register_model(self, name: str = "model", model: Optional[nn.Module] = None, optim=None, sched=None) -> None:
@@ -60,7 +67,8 @@ class TrainerBase:
             raise KeyError(f"Unknown model names {unknown}; registered: {names_real}")
         return names
 
-    def save_model(self, epoch: int, directory: str, is_best: bool = False, val_result=None, model_name: str = "") -> None:
+    def save_model(self, epoch: int, directory: str, is_best: bool = False, val_result=None,
+                   model_name: str = "") -> None:
         """Save every registered model to ``directory/<name>/`` with ``epoch + 1`` as the epoch."""
         rng_state = capture_rng_state()
         for name in self.get_model_names():
@@ -100,7 +108,8 @@ class TrainerBase:
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
         """Load ``model-best.pth.tar`` (or ``model.pth.tar-<epoch>``) of every registered model."""
         if not directory:
-            print("Note that load_model() is skipped as no pretrained model is given (ignore this if it's done on purpose)")
+            print("Note that load_model() is skipped as no pretrained model is given "
+                  "(ignore this if it's done on purpose)")
             return
         model_file = BEST_NAME if epoch is None else f"model.pth.tar-{epoch}"
         for name in self.get_model_names():
@@ -165,7 +174,7 @@ class TrainerBase:
         self.start_epoch = start_epoch
         self.max_epoch = max_epoch
         self.before_train()
-        for self.epoch in range(self.start_epoch, self.max_epoch):
+        for self.epoch in range(self.start_epoch, self.max_epoch):  # noqa: B020 (Dassl's attributes)
             self.before_epoch()
             self.run_epoch()
             self.after_epoch()
@@ -384,7 +393,7 @@ class TrainerX(SimpleTrainer):
         self.num_batches = len(self.train_loader_x)
         print_freq = self.cfg.TRAIN.PRINT_FREQ
         end = time.time()
-        for self.batch_idx, batch in enumerate(self.train_loader_x):
+        for self.batch_idx, batch in enumerate(self.train_loader_x):  # noqa: B020 (Dassl's attributes)
             data_time.update(time.time() - end)
             loss_summary = self.forward_backward(batch)
             batch_time.update(time.time() - end)

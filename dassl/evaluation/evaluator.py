@@ -25,7 +25,7 @@ class EvaluatorBase:
     def process(self, mo: torch.Tensor, gt: torch.Tensor) -> None:
         raise NotImplementedError
 
-    def evaluate(self) -> "OrderedDict[str, float]":
+    def evaluate(self) -> OrderedDict[str, float]:
         raise NotImplementedError
 
 
@@ -78,11 +78,11 @@ class Classification(EvaluatorBase):
     def correct(self) -> int:
         return self._correct
 
-    def evaluate(self) -> "OrderedDict[str, float]":
+    def evaluate(self) -> OrderedDict[str, float]:
         """Print the result block and return ``accuracy``, ``error_rate``, ``macro_f1`` (percent)."""
         if self._total == 0:
             raise RuntimeError("The evaluator received no samples; the evaluation loader is empty")
-        results: "OrderedDict[str, float]" = OrderedDict()
+        results: OrderedDict[str, float] = OrderedDict()
         acc = 100.0 * self._correct / self._total
         err = 100.0 - acc
         y_true, y_pred = np.asarray(self._y_true), np.asarray(self._y_pred)

@@ -14,7 +14,8 @@ def _param_groups(model_or_params, optim_cfg) -> list:
     if not isinstance(model_or_params, nn.Module):
         params = list(model_or_params)
         if optim_cfg.STAGED_LR:
-            raise ValueError("OPTIM.STAGED_LR needs an nn.Module (its children are split by name), not a parameter list")
+            raise ValueError("OPTIM.STAGED_LR needs an nn.Module (its children are split by name), "
+                             "not a parameter list")
         return params
     model = model_or_params.module if isinstance(model_or_params, nn.DataParallel) else model_or_params
     if not optim_cfg.STAGED_LR:
@@ -68,7 +69,8 @@ def build_optimizer(
             nesterov=optim_cfg.SGD_NESTEROV,
         )
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, momentum=optim_cfg.MOMENTUM, weight_decay=wd, alpha=optim_cfg.RMSPROP_ALPHA)
+        return torch.optim.RMSprop(params, lr=lr, momentum=optim_cfg.MOMENTUM, weight_decay=wd,
+                                   alpha=optim_cfg.RMSPROP_ALPHA)
     if name == "radam":
         return torch.optim.RAdam(params, lr=lr, weight_decay=wd, betas=betas)
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd, betas=betas)

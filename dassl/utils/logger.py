@@ -53,7 +53,7 @@ class Logger:
             self.file.close()
             self.file = None
 
-    def __enter__(self) -> "Logger":
+    def __enter__(self) -> Logger:
         return self
 
     def __exit__(self, *exc) -> None:

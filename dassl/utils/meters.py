@@ -36,7 +36,7 @@ class MetricMeter:
     """A dict of :class:`AverageMeter` keyed by loss name, printed ``name val (avg)`` in order."""
 
     def __init__(self, delimiter: str = " ") -> None:
-        self.meters: "OrderedDict[str, AverageMeter]" = OrderedDict()
+        self.meters: OrderedDict[str, AverageMeter] = OrderedDict()
         self.delimiter = delimiter
 
     def update(self, input_dict: Mapping[str, float] | None) -> None:

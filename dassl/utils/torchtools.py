@@ -38,7 +38,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
 
 
-def _strip_module_prefix(state_dict: dict) -> "OrderedDict[str, Any]":
+def _strip_module_prefix(state_dict: dict) -> OrderedDict[str, Any]:
     return OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in state_dict.items())
 
 
@@ -110,7 +110,8 @@ def capture_rng_state() -> dict:
     np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
     state = {
         "python": [py_version, list(py_state), py_gauss],
-        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_cached)],
+        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss),
+                  float(np_cached)],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -134,7 +135,7 @@ def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, schedule
 
     Returns the number of completed epochs stored in the checkpoint.
     """
-    with open(os.path.join(fdir, POINTER_FILE), "r") as f:
+    with open(os.path.join(fdir, POINTER_FILE)) as f:
         fpath = os.path.join(fdir, f.readline().strip("\n"))
     print(f'Loading checkpoint from "{fpath}"')
     checkpoint = load_checkpoint(fpath)
@@ -169,7 +170,7 @@ def load_pretrained_weights(model: nn.Module, weight_path: str) -> None:
     if not matched:
         import warnings
 
-        warnings.warn(f"Cannot load {weight_path} (check the key names manually)")
+        warnings.warn(f"Cannot load {weight_path} (check the key names manually)", stacklevel=2)
         return
     print(f"Successfully loaded pretrained weights from {weight_path}")
     if discarded:

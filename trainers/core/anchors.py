@@ -25,7 +25,7 @@ import clip
 from .encoders import PromptedTextEncoder
 from .templates import fill
 
-_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+_CACHE: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 _CACHE_SIZE = 8
 cache_stats = {"hits": 0, "misses": 0}
 

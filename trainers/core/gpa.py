@@ -101,7 +101,8 @@ class GPAMixin:
     ``build_model`` call ``build_gpa(node, "TRAINER.<NAME>")`` (``node`` holds ``GPA``,
     ``GPA_MEAN``, ``GPA_STD``; the key is named in errors); after the optimizer and LR-scheduler
     steps of the last batch of every epoch, ``aggregate(epoch)`` (1-based epoch) must run:
-    ``PromptTrainer.finish_step`` calls it through the ``epoch_trained`` hook. The mixin writes the accumulator beside every regular checkpoint and restores it on resume; with
+    ``PromptTrainer.finish_step`` calls it through the ``epoch_trained`` hook. The mixin writes the
+    accumulator beside every regular checkpoint and restores it on resume; with
     ``GPA`` False all of this is a no-op.
     """
 

@@ -101,7 +101,7 @@ class PromptedCLIP(nn.Module):
         self.text_cache = TextFeatureCache()
         self.text_cache.enabled = cache_text
 
-    def train(self, mode: bool = True) -> "PromptedCLIP":
+    def train(self, mode: bool = True) -> PromptedCLIP:
         super().train(mode)
         self.clip_model.eval()
         return self
