@@ -17,5 +17,6 @@ class DescribableTextures(SplitFileDataset):
     image_subdir = "images"
     split_file = "split_zhou_DescribableTextures.json"
     anchor = "describabletextures"
+    folder_names = {}  # class name = folder name
 
     read_and_split_data = staticmethod(protocol.read_and_split_data)

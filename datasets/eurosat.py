@@ -1,6 +1,7 @@
 """EuroSAT: `<root>/eurosat/`, images under `2750`, split `split_zhou_EuroSAT.json`."""
 from dassl.data.datasets.build import DATASET_REGISTRY
 
+from .make_split import EUROSAT_NEW_CNAMES
 from .split_file_dataset import SplitFileDataset
 
 
@@ -12,3 +13,4 @@ class EuroSAT(SplitFileDataset):
     image_subdir = "2750"
     split_file = "split_zhou_EuroSAT.json"
     anchor = "eurosat"
+    folder_names = EUROSAT_NEW_CNAMES  # folder -> CoOp's class name

@@ -17,7 +17,7 @@ ANCHOR = "fgvcaircraft"
 
 
 def _read_lines(path: str) -> list[str]:
-    with open(require_file(path, ANCHOR, "FGVC-Aircraft annotation file"), "r") as f:
+    with open(require_file(path, ANCHOR, "FGVC-Aircraft annotation file")) as f:
         return [line.strip() for line in f if line.strip()]
 
 
@@ -48,5 +48,6 @@ class FGVCAircraft(DatasetBase):
                 raise ValueError(
                     f"{path}: variant {classname!r} of image {imname} is not in variants.txt ({doc_ref(ANCHOR)})"
                 )
-            items.append(Datum(os.path.join(self.image_dir, imname + ".jpg"), cname2lab[classname], classname=classname))
+            items.append(Datum(os.path.join(self.image_dir, imname + ".jpg"), cname2lab[classname],
+                               classname=classname))
         return items

@@ -12,3 +12,4 @@ class Food101(SplitFileDataset):
     image_subdir = "images"
     split_file = "split_zhou_Food101.json"
     anchor = "food101"
+    folder_names = {}  # class name = folder name

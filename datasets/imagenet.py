@@ -31,7 +31,7 @@ LISTING_SCHEMA = "mmlop-imagenet-listing"
 LISTING_VERSION = 1
 
 
-def read_classnames(dataset_dir: str, root: str, anchor: str) -> "OrderedDict[str, str]":
+def read_classnames(dataset_dir: str, root: str, anchor: str) -> OrderedDict[str, str]:
     """``wnid -> class name`` from ``classnames.txt`` (lines ``<wnid> <name with spaces>``, file order).
 
     Looks in ``dataset_dir`` first, then in ``<root>/imagenet/``; raises ``DatasetNotFoundError``
@@ -47,8 +47,8 @@ def read_classnames(dataset_dir: str, root: str, anchor: str) -> "OrderedDict[st
             "Missing classnames.txt: get the ImageNet class-name file (lines '<wnid> <class name>', linked in "
             f"CoOp's DATASETS.md) and put it at {' or '.join(candidates)} ({doc_ref(anchor)})"
         )
-    classnames: "OrderedDict[str, str]" = OrderedDict()
-    with open(path, "r") as f:
+    classnames: OrderedDict[str, str] = OrderedDict()
+    with open(path) as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
             if not line:
@@ -142,7 +142,7 @@ class ImageNet(DatasetBase):
         key = {split: [[e.name, e.stat().st_mtime_ns] for e in entries] for split, entries in folders.items()}
         if os.path.isfile(self.listing_path):
             try:
-                with open(self.listing_path, "r") as f:
+                with open(self.listing_path) as f:
                     cache = json.load(f)
                 if cache.get("schema") == LISTING_SCHEMA and cache.get("version") == LISTING_VERSION:
                     if cache.get("key") == key and self._listing_matches(cache.get("listing"), key):
@@ -191,7 +191,7 @@ class ImageNetVariant(DatasetBase):
         check_images(data, self.anchor, self.image_dir)
         super().__init__(train_x=data, test=data)
 
-    def read_data(self, classnames: "OrderedDict[str, str]") -> list[Datum]:
+    def read_data(self, classnames: OrderedDict[str, str]) -> list[Datum]:
         """All images of the sorted wnid folders of ``image_dir``, labelled by folder index."""
         folders = class_folders(self.image_dir, self.anchor)
         check_known_wnids([e.name for e in folders], classnames, self.image_dir, self.anchor)

@@ -1,4 +1,6 @@
-"""ImageNet-A: `<root>/imagenet-adversarial/imagenet-a/<wnid>/*` + classnames.txt; 200 classes (sorted folders), test only."""
+"""ImageNet-A: `<root>/imagenet-adversarial/imagenet-a/<wnid>/*` + classnames.txt;
+200 classes (sorted folders), test only.
+"""
 from dassl.data.datasets.build import DATASET_REGISTRY
 
 from .imagenet import ImageNetVariant

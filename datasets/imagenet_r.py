@@ -1,4 +1,6 @@
-"""ImageNet-R: `<root>/imagenet-rendition/imagenet-r/<wnid>/*` + classnames.txt; 200 classes (sorted folders), test only."""
+"""ImageNet-R: `<root>/imagenet-rendition/imagenet-r/<wnid>/*` + classnames.txt;
+200 classes (sorted folders), test only.
+"""
 from dassl.data.datasets.build import DATASET_REGISTRY
 
 from .imagenet import ImageNetVariant

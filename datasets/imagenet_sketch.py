@@ -1,4 +1,6 @@
-"""ImageNet-Sketch: `<root>/imagenet-sketch/images/<wnid>/*` + classnames.txt; 1000 classes (sorted folders), test only."""
+"""ImageNet-Sketch: `<root>/imagenet-sketch/images/<wnid>/*` + classnames.txt;
+1000 classes (sorted folders), test only.
+"""
 from dassl.data.datasets.build import DATASET_REGISTRY
 
 from .imagenet import ImageNetVariant

@@ -22,7 +22,7 @@ class ImageNetV2(ImageNetVariant):
     image_subdir = "imagenetv2-matched-frequency-format-val"
     anchor = "imagenetv2"
 
-    def read_data(self, classnames: "OrderedDict[str, str]") -> list[Datum]:
+    def read_data(self, classnames: OrderedDict[str, str]) -> list[Datum]:
         """Images of folders ``0 .. len(classnames)-1``; label = folder number."""
         data = []
         for label, classname in enumerate(classnames.values()):

@@ -1,16 +1,19 @@
 """Generate a ``split_zhou_<Dataset>.json`` explicitly from a dataset's raw files.
 
-Loaders never do this: they stop when the split file is missing. A generated split is a *different*
-random split from CoOp's published one, so numbers obtained with it are not comparable with
-published results; the file records how it was made under ``"_generated_by"`` and loaders print a
-note when they read it. Listings are sorted and the shuffles use ``random.Random(seed)``, so the
-same raw files and seed give the same split on any machine.
+Loaders never do this: they stop when the split file is missing. A generated split is normally a
+*different* random split from CoOp's published one, so numbers obtained with it are not comparable
+with published results; the file records how it was made under ``"_generated_by"`` and loaders
+print a note when they read it. A split identical to CoOp's (same ``[path, label, classname]``
+triples in the same order, compared by ``split_digests`` with ``COOP_SPLIT_SHA256``) is tagged
+``"comparable_with_coop": true`` and read without the note. Listings are sorted and the shuffles
+use ``random.Random(seed)``, so the same raw files and seed give the same split on any machine.
 
     python tools/make_split.py --root DATA --dataset OxfordPets [--seed 1] [--force]
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -20,7 +23,15 @@ from typing import Callable, Optional, Sequence
 
 from dassl.data.datasets.base_dataset import Datum
 
-from .protocol import DatasetNotFoundError, read_and_split_data, require_dir, require_file, save_split, split_trainval
+from .protocol import (
+    DatasetNotFoundError,
+    read_and_split_data,
+    require_dir,
+    require_file,
+    save_split,
+    split_entries,
+    split_trainval,
+)
 
 Splits = tuple[list[Datum], list[Datum], list[Datum]]
 
@@ -40,8 +51,67 @@ EUROSAT_NEW_CNAMES = {
 }
 
 
+# SHA-256 (``split_digests``) of CoOp's published split files, per split; datasets not listed here
+# (Food101, SUN397) have no recorded digest, so their generated splits are never tagged comparable.
+COOP_SPLIT_SHA256: dict[str, dict[str, str]] = {
+    "Caltech101": {
+        "train": "50d5f25ee00e8976a8406a871e2653a57964b9632ca45a7e86b24b32fcfcfea1",
+        "val": "b68d53e5db3aae0ecd533084fb01a929a8a088c311f47445f159bf1f783808c8",
+        "test": "77e41ed7340f5c19c92a4a84e210f087074d5d278152c62f272e73022785fad7",
+    },
+    "DescribableTextures": {
+        "train": "2dba0c9f193da223d364205f100554eeffb6ac715c694d061ad79a7a4f166d2f",
+        "val": "97c08c6a780b627c78843bc9e393d32df3f0426c0e792251d0d92fcd0327431b",
+        "test": "22823064a7348c61b49a0421dd59795133b599fdc313b88ab56e0dfc5f0ee39c",
+    },
+    "EuroSAT": {
+        "train": "060ba8533a34ef1ab27324f2d0a717ffb2df42214e0d274f1edf7cb1c0cf504a",
+        "val": "23b0c4ba5be5f2ac5e28814247d04c36b01d5dff1f2a0a5397315d402ab59901",
+        "test": "fd225e3a54943665f2f6e8a1d14b6af2f65e0a2420ed852e273609f45f9df792",
+    },
+    "OxfordFlowers": {
+        "train": "0c5f0df7c6e035ed1f53a9db2052f867ef4942eb9304d3b0ead44e754a34af28",
+        "val": "910623f826ffedbbf153047b00103302ac012d2a9f23757137e6d10be8e74ac4",
+        "test": "444f8a890800cc49bbb1b5c7926e5efc2a1957f56b1d11174b3a76fe62ed25cc",
+    },
+    "OxfordPets": {
+        "train": "0b401493a4b1e173fa4283064648ca8047f2cb2f2487d64631cd28549f754257",
+        "val": "59ac9b91b419d879696e4dd5c44f94c4ece1003f4c00d19a5ed6216cde033e0d",
+        "test": "3a38bf17354ece100231cc5550ed9928b735c6ea0da09f67f9a67d0a3708e118",
+    },
+    "StanfordCars": {
+        "train": "1b06a476ed0d8ca6d58827edd9e470f92cac7404cdacd7aec959db2446e55134",
+        "val": "6bac84e5d8da0f7f9b251d2dfe2cd23face3184692439a571633ba85e37a2678",
+        "test": "9d9591a5eda8f69e674ae3aeabcce90ddf039117d9d5cfc3bc09fe02f1ecb6bd",
+    },
+    "UCF101": {
+        "train": "c374750c17351384da272b84cf00613f9633588be74373a575b615fbca51a9d0",
+        "val": "97ec0db28b6f0ce53562ca6f21fd822eec32984bc306c2b4e338112a25444f52",
+        "test": "90cbaf5eecfdf30c56f7c7d1a7517dab9e70745ec59529917419e69dd61e80f5",
+    },
+}
+
+
+def split_digests(split: dict) -> dict[str, str]:
+    """Per split, SHA-256 over its ``[relpath, label, classname]`` entries in order (one compact
+    JSON array per line), so two splits compare equal exactly when their triples and order do."""
+    out = {}
+    for key in ("train", "val", "test"):
+        h = hashlib.sha256()
+        for entry in split[key]:
+            h.update((json.dumps(list(entry), ensure_ascii=False, separators=(",", ":")) + "\n").encode())
+        out[key] = h.hexdigest()
+    return out
+
+
+def comparable_with_coop(dataset: str, split: dict, reference: Optional[dict] = None) -> bool:
+    """Whether ``split`` equals CoOp's published split of ``dataset`` (``reference``: other digests)."""
+    expected = reference if reference is not None else COOP_SPLIT_SHA256.get(dataset)
+    return expected is not None and split_digests(split) == expected
+
+
 def _lines(path: str, anchor: str) -> list[str]:
-    with open(require_file(path, anchor, "annotation file"), "r") as f:
+    with open(require_file(path, anchor, "annotation file")) as f:
         return [line.strip() for line in f if line.strip() and not line.startswith("#")]
 
 
@@ -105,7 +175,8 @@ def oxford_pets(dataset_dir: str, image_dir: str, rng: random.Random, anchor: st
         items = []
         for line in _lines(os.path.join(dataset_dir, "annotations", name), anchor):
             stem, class_id = line.split()[:2]
-            items.append(Datum(os.path.join(image_dir, stem + ".jpg"), int(class_id) - 1, classname=pets_classname(stem)))
+            items.append(Datum(os.path.join(image_dir, stem + ".jpg"), int(class_id) - 1,
+                               classname=pets_classname(stem)))
         return items
 
     train, val = split_trainval(read("trainval.txt"), p_val=0.2, rng=rng)
@@ -154,7 +225,8 @@ def sun397(dataset_dir: str, image_dir: str, rng: random.Random, anchor: str) ->
             category = os.path.dirname(relpath)
             if category not in label_of:
                 raise ValueError(f"{name}: {relpath} is in no class of ClassName.txt")
-            items.append(Datum(os.path.join(image_dir, relpath), label_of[category], classname=sun397_classname(category)))
+            items.append(Datum(os.path.join(image_dir, relpath), label_of[category],
+                               classname=sun397_classname(category)))
         return items
 
     train, val = split_trainval(read("Training_01.txt"), p_val=0.2, rng=rng)
@@ -195,10 +267,12 @@ GENERATORS: dict[str, Callable] = {
 }
 
 
-def make_split(root: str, dataset: str, seed: int = 1, force: bool = False) -> str:
+def make_split(root: str, dataset: str, seed: int = 1, force: bool = False, reference: Optional[dict] = None) -> str:
     """Write ``<root>/<dataset folder>/split_zhou_<dataset>.json``; return its path.
 
-    Refuses to overwrite an existing split file unless ``force``.
+    Refuses to overwrite an existing split file unless ``force``. ``"_generated_by"`` records the
+    tool, seed, ``split_digests`` and ``comparable_with_coop`` (against ``reference`` digests if
+    given, else ``COOP_SPLIT_SHA256``).
     """
     from dassl.data.datasets.build import DATASET_REGISTRY
 
@@ -210,11 +284,24 @@ def make_split(root: str, dataset: str, seed: int = 1, force: bool = False) -> s
     image_dir = os.path.join(dataset_dir, loader.image_subdir) if loader.image_subdir else dataset_dir
     split_path = os.path.join(dataset_dir, loader.split_file)
     if os.path.exists(split_path) and not force:
-        raise FileExistsError(f"{split_path} exists; pass --force to replace it (keep CoOp's file for comparable numbers)")
+        raise FileExistsError(f"{split_path} exists; pass --force to replace it (keep CoOp's file for comparable "
+                              "numbers)")
     train, val, test = GENERATORS[dataset](dataset_dir, image_dir, random.Random(seed), loader.anchor)
-    meta = {"tool": "tools/make_split.py", "dataset": dataset, "seed": seed, "comparable_with_coop": False}
+    entries = split_entries(train, val, test, image_dir)
+    comparable = comparable_with_coop(dataset, entries, reference)
+    meta = {
+        "tool": "tools/make_split.py",
+        "dataset": dataset,
+        "seed": seed,
+        "comparable_with_coop": comparable,
+        "sha256": split_digests(entries),
+    }
     save_split(train, val, test, split_path, image_dir, meta=meta)
     print(f"{dataset}: {len(train)} train, {len(val)} val, {len(test)} test images")
+    if comparable:
+        print("The split is identical to CoOp's published split: results are comparable with published numbers")
+    else:
+        print("The split differs from CoOp's published split (or none is known): results are not comparable")
     return split_path
 
 

@@ -3,8 +3,11 @@
 Stable public names (other loaders, the synthetic dataset and users' dataset files import them):
 
 * ``DatasetNotFoundError`` -- raised for a missing dataset folder, split file, image or class list.
-* ``read_split(filepath, path_prefix)`` / ``save_split(train, val, test, filepath, path_prefix)``
-  -- CoOp's ``split_zhou_*.json`` format: ``{"train"|"val"|"test": [[relpath, label, classname]]}``.
+* ``SplitFileError`` -- a ``ValueError`` for a malformed or inconsistent split file (``split_checks``).
+* ``read_split(filepath, path_prefix, canonical=None)`` / ``save_split(train, val, test, filepath, path_prefix)``
+  -- CoOp's ``split_zhou_*.json`` format: ``{"train"|"val"|"test": [[relpath, label, classname]]}``;
+  reading checks labels and names (``datasets.split_checks``, ``SplitFileError``).
+* ``check_num_shots(value)`` -- the allowed ``DATASET.NUM_SHOTS`` values.
 * ``split_trainval(trainval, p_val=0.2)`` and
   ``read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=[], new_cnames=None)`` -- split
   generation (used only by the explicit ``tools/make_split.py`` command, never by a loader).
@@ -30,6 +33,8 @@ from typing import Iterable, Optional, Sequence
 
 from dassl.data.datasets.base_dataset import Datum
 from dassl.utils.tools import atomic_write, dump_json, listdir_nohidden, write_json
+
+from .split_checks import CanonicalNames, SplitFileError, check_split
 
 DATASETS_DOC = "DATASETS.md"
 FEWSHOT_SCHEMA = "mmlop-fewshot-cache"
@@ -98,53 +103,55 @@ def _relpath(impath: str, path_prefix: str) -> str:
     return os.path.relpath(impath, path_prefix)
 
 
-def _datums(entries: Iterable, path_prefix: str, filepath: str, key: str) -> list[Datum]:
-    items = []
-    for i, entry in enumerate(entries):
-        try:
-            relpath, label, classname = entry
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"Split file {filepath}: entry {i} of '{key}' is {entry!r}, "
-                "expected [relative_path, label, classname]"
-            ) from None
-        items.append(Datum(impath=os.path.join(path_prefix, relpath), label=int(label), classname=classname))
-    return items
+def _datums(entries: Iterable, path_prefix: str) -> list[Datum]:
+    return [Datum(impath=os.path.join(path_prefix, rel), label=label, classname=name) for rel, label, name in entries]
 
 
-def read_split(filepath: str, path_prefix: str) -> tuple[list[Datum], list[Datum], list[Datum]]:
+def read_split(
+    filepath: str, path_prefix: str, canonical: Optional[CanonicalNames] = None
+) -> tuple[list[Datum], list[Datum], list[Datum]]:
     """Read a ``split_zhou_*.json`` file; image paths become ``join(path_prefix, relpath)``.
 
-    Prints ``Reading split from <filepath>``. Raises ``ValueError`` naming the file on bad JSON or
-    a missing ``train``/``val``/``test`` key.
+    Prints ``Reading split from <filepath>``. Raises ``SplitFileError`` (a ``ValueError``) naming
+    the file on bad JSON, a missing ``train``/``val``/``test`` key, or entries whose labels and
+    class names disagree with each other or with ``canonical`` (``datasets.split_checks``).
+    A locally generated split gets a "not comparable" note unless make_split found it identical
+    to CoOp's (``"comparable_with_coop": true``).
     """
     print(f"Reading split from {filepath}")
     try:
-        with open(filepath, "r") as f:
+        with open(filepath) as f:
             split = json.load(f)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"Split file {filepath} is not valid JSON ({exc}); replace it with the original") from None
+        raise SplitFileError(f"Split file {filepath} is not valid JSON ({exc}); replace it with the original") from None
     if not isinstance(split, dict) or not all(k in split for k in ("train", "val", "test")):
-        raise ValueError(f"Split file {filepath} must be a JSON object with keys 'train', 'val' and 'test'")
-    if "_generated_by" in split:
+        raise SplitFileError(f"Split file {filepath} must be a JSON object with keys 'train', 'val' and 'test'")
+    check_split(filepath, split, canonical)
+    meta = split.get("_generated_by")
+    if meta is not None and not (isinstance(meta, dict) and meta.get("comparable_with_coop") is True):
         print(
             f"Note: {filepath} was generated locally by tools/make_split.py, not CoOp's published split: "
             "results are not comparable with published numbers"
         )
-    return tuple(_datums(split[k], path_prefix, filepath, k) for k in ("train", "val", "test"))
+    return tuple(_datums(split[k], path_prefix) for k in ("train", "val", "test"))
 
 
 def _to_entries(items: Sequence[Datum], path_prefix: str) -> list[list]:
     return [[_relpath(item.impath, path_prefix).lstrip("/"), item.label, item.classname] for item in items]
 
 
+def split_entries(train, val, test, path_prefix: str) -> dict[str, list[list]]:
+    """``{"train"|"val"|"test": [[relpath, label, classname], ...]}`` as a split file stores them."""
+    return {k: _to_entries(v, path_prefix) for k, v in (("train", train), ("val", val), ("test", test))}
+
+
 def save_split(train, val, test, filepath: str, path_prefix: str, meta: Optional[dict] = None) -> None:
     """Write ``train``/``val``/``test`` as a split file with paths relative to ``path_prefix``.
 
-    ``meta`` (optional) is stored under ``"_generated_by"``; readers ignore it. Atomic write;
-    prints ``Saved split to <filepath>``.
+    ``meta`` (optional) is stored under ``"_generated_by"``; readers only look at its
+    ``comparable_with_coop``. Atomic write; prints ``Saved split to <filepath>``.
     """
-    split = {k: _to_entries(v, path_prefix) for k, v in (("train", train), ("val", val), ("test", test))}
+    split = split_entries(train, val, test, path_prefix)
     if meta is not None:
         split["_generated_by"] = meta
     write_json(split, filepath)
@@ -200,7 +207,8 @@ def read_and_split_data(
         n_train, n_val = round(n_total * p_trn), round(n_total * p_val)
         n_test = n_total - n_train - n_val
         if min(n_train, n_val, n_test) <= 0:
-            raise ValueError(f"Class folder {os.path.join(image_dir, category)} has too few images ({n_total}) to split")
+            raise ValueError(f"Class folder {os.path.join(image_dir, category)} has too few images ({n_total}) "
+                             "to split")
         classname = new_cnames.get(category, category) if new_cnames else category
         items = [Datum(os.path.join(image_dir, category, n), label, classname=classname) for n in names]
         train += items[:n_train]
@@ -262,18 +270,57 @@ def spot_check_sample(items: Sequence[Datum]) -> list[Datum]:
     return out
 
 
-def check_images(items: Sequence[Datum], anchor: str, source: str, exhaustive: bool = False) -> None:
-    """Raise ``DatasetNotFoundError`` naming the first missing image.
+def check_listed_images(lists: dict, anchor: str, source: str, exhaustive: Sequence[str] = ()) -> None:
+    """Raise one ``DatasetNotFoundError`` listing every missing image of ``lists`` (name -> items).
 
-    Checks every item if ``exhaustive`` (use for few-shot subsets), else ``spot_check_sample``;
-    other missing files are reported by ``read_image`` when loaded.
+    Only a sample is stat'ed first (every item of the lists named in ``exhaustive``, e.g. few-shot
+    subsets; the first/last item of every label otherwise), so a complete dataset costs a few
+    hundred ``stat`` calls; when the sample finds a missing file, every item is checked so that the
+    message lists them all (with ``<list>[<index>]``). Decoding is checked later, before training
+    (``dassl.data.image_check``).
     """
-    for item in items if exhaustive else spot_check_sample(items):
-        if not os.path.isfile(item.impath):
-            raise DatasetNotFoundError(f"Image listed in {source} is missing: {item.impath} ({doc_ref(anchor)})")
+    sample = (
+        item
+        for name, items in lists.items()
+        if items
+        for item in (items if name in exhaustive else spot_check_sample(items))
+    )
+    first = next((item for item in sample if not os.path.isfile(item.impath)), None)
+    if first is None:
+        return
+    missing = [
+        f"  {item.impath} ({name}[{i}])"
+        for name, items in lists.items()
+        if items
+        for i, item in enumerate(items)
+        if not os.path.isfile(item.impath)
+    ]
+    raise DatasetNotFoundError(
+        f"Image listed in {source} is missing: {first.impath}; all {len(missing)} missing images:\n"
+        + "\n".join(missing)
+        + f"\nRestore them from the dataset's archive or check DATASET.ROOT ({doc_ref(anchor)})"
+    )
+
+
+def check_images(items: Sequence[Datum], anchor: str, source: str, exhaustive: bool = False) -> None:
+    """``check_listed_images`` for one list: every item if ``exhaustive``, else ``spot_check_sample``."""
+    check_listed_images({"images": items}, anchor, source, exhaustive=("images",) if exhaustive else ())
 
 
 # --------------------------------------------------------------------------- few-shot
+
+
+def check_num_shots(value) -> int:
+    """Return ``DATASET.NUM_SHOTS`` if allowed: ``-1`` or ``0`` (all images, as upstream's
+    ``num_shots >= 1`` test) or ``K >= 1``; anything else (e.g. -3, 2.5, "16") is a ``ValueError``
+    naming the key, so a typo never trains silently on the full set."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+        raise ValueError(
+            f"DATASET.NUM_SHOTS must be -1 or 0 (use all images) or a positive number of images per class, "
+            f"got {value!r}"
+        )
+    return value
+
 
 
 def sample_fewshot(items: Sequence[Datum], num_shots: int, rng: random.Random) -> list[Datum]:
@@ -307,7 +354,7 @@ def fewshot_cache_path(dataset_dir: str, num_shots: int, seed: int) -> str:
 def _read_cache(path: str, key: dict, image_dir: str, sources: dict) -> Optional[dict]:
     """The cached subsets, or ``None`` (after one printed line) when the cache is corrupt or stale."""
     try:
-        with open(path, "r") as f:
+        with open(path) as f:
             cache = json.load(f)
         if not isinstance(cache, dict) or cache.get("schema") != FEWSHOT_SCHEMA:
             raise ValueError("not a few-shot cache")
@@ -404,18 +451,17 @@ def finalize_splits(
     """Few-shot (``cfg.DATASET.NUM_SHOTS`` >= 1, cached), image check, then base/new subsampling.
 
     ``val=None`` (ImageNet) samples and returns only train and test (``val`` stays ``None``).
-    Checks every few-shot image and the first/last image of each label otherwise (``check_images``),
+    Checks that every few-shot image and the first/last image of each label otherwise exists
+    (``check_listed_images``; all missing images are listed when one is),
     then applies ``subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)``.
     """
     subsample = check_subsample(cfg.DATASET.SUBSAMPLE_CLASSES)
-    num_shots = cfg.DATASET.NUM_SHOTS
+    num_shots = check_num_shots(cfg.DATASET.NUM_SHOTS)
     fewshot = num_shots >= 1
     if fewshot:
         train, val = generate_fewshot_cached(train, val, num_shots, cfg.SEED, dataset_dir, image_dir)
-    for items in (train, val):
-        if items is not None:
-            check_images(items, anchor, source, exhaustive=fewshot)
-    check_images(test, anchor, source)
+    check_listed_images({"train": train, "val": val, "test": test}, anchor, source,
+                        exhaustive=("train", "val") if fewshot else ())
     if val is None:
         train, test = subsample_classes(train, test, subsample=subsample)
     else:

@@ -40,6 +40,7 @@ from dassl.data.datasets.base_dataset import DatasetBase, Datum
 from dassl.data.datasets.build import DATASET_REGISTRY
 
 from .protocol import dataset_root, doc_ref, finalize_splits, read_split, save_split
+from .split_checks import CanonicalNames
 from .synthetic_render import all_classes, draw_scene_params, render
 
 GENERATOR_NAME = "mmlop-synthetic-shapes"
@@ -146,7 +147,8 @@ def ensure_generated(root: str, folder_name: str, style: str, split_file: str) -
         return folder
     os.makedirs(root, exist_ok=True)
     if os.path.exists(folder):
-        foreign = [e for e in os.listdir(folder) if e not in _OWN_ENTRIES and e != split_file and not e.startswith(".tmp-")]
+        foreign = [e for e in os.listdir(folder)
+                   if e not in _OWN_ENTRIES and e != split_file and not e.startswith(".tmp-")]
         if foreign:
             raise RuntimeError(
                 f"{folder} exists but is not a complete synthetic dataset (no valid {MARKER}) and holds other "
@@ -188,11 +190,22 @@ class SyntheticShapesBase(DatasetBase):
         self.image_dir = os.path.join(self.dataset_dir, "images")
         self.split_path = os.path.join(self.dataset_dir, self.split_file)
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
-        train, val, test = read_split(self.split_path, self.image_dir)
+        train, val, test = read_split(self.split_path, self.image_dir, canonical=self.canonical_classnames())
         train, val, test = finalize_splits(
             cfg, self.dataset_dir, self.image_dir, train, val, test, anchor=ANCHOR, source=self.split_path
         )
         super().__init__(train_x=train, val=val, test=test)
+
+    @staticmethod
+    def canonical_classnames() -> CanonicalNames:
+        """The generator's class list: label = index, folder = ``class_folder(name)``."""
+        names = [name for name, _, _ in all_classes()]
+        return CanonicalNames(
+            source="the synthetic class list (datasets.synthetic_render.all_classes)",
+            by_label=dict(enumerate(names)),
+            from_folders=True,
+            rename={class_folder(name): name for name in names},
+        )
 
 
 @DATASET_REGISTRY.register()

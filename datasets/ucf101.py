@@ -12,3 +12,4 @@ class UCF101(SplitFileDataset):
     image_subdir = "UCF-101-midframes"
     split_file = "split_zhou_UCF101.json"
     anchor = "ucf101"
+    folder_names = {}  # class name = folder name

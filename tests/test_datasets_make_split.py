@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-from dassl.data.datasets.build import build_dataset
-
 import datasets  # noqa: F401  (registers the loaders)
+from dassl.data.datasets.base_dataset import Datum
+from dassl.data.datasets.build import build_dataset
 from datasets import make_split as ms
 from datasets.protocol import DatasetNotFoundError
-from tests.helpers import REPO, make_cfg, touch, write
+from tests.helpers import REPO, SHARED_DATA, make_cfg, skip_unless_dir, touch, write
 
 
 def load(path):
@@ -175,3 +175,77 @@ def test_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         ms.main(args)
     assert exit_info.value.code == 1 and "exists; pass --force" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ comparable with CoOp's split
+
+
+def test_identical_split_is_tagged_comparable_and_read_without_note(tmp_path, capsys):
+    image_dir = tmp_path / "dtd" / "images"
+    for folder in ("banded", "blotchy"):
+        for i in range(10):
+            touch(str(image_dir / folder / f"{folder}_{i:04d}.jpg"))
+    path = ms.make_split(str(tmp_path), "DescribableTextures", seed=3)
+    first = load(path)
+    meta = first["_generated_by"]
+    assert meta["comparable_with_coop"] is False and meta["sha256"] == ms.split_digests(first)
+    assert "not comparable" in capsys.readouterr().out
+    # The same split again, with these digests as "the published split": comparable, no note.
+    ms.make_split(str(tmp_path), "DescribableTextures", seed=3, force=True, reference=meta["sha256"])
+    again = load(path)
+    assert again["_generated_by"]["comparable_with_coop"] is True
+    assert {k: again[k] for k in ("train", "val", "test")} == {k: first[k] for k in ("train", "val", "test")}
+    capsys.readouterr()
+    build_dataset(make_cfg(tmp_path, "DescribableTextures"))
+    assert "not comparable" not in capsys.readouterr().out
+    # Another seed: different triples, not comparable, and the loader says so.
+    ms.make_split(str(tmp_path), "DescribableTextures", seed=4, force=True, reference=meta["sha256"])
+    assert load(path)["_generated_by"]["comparable_with_coop"] is False
+    capsys.readouterr()
+    build_dataset(make_cfg(tmp_path, "DescribableTextures"))
+    assert "results are not comparable with published numbers" in capsys.readouterr().out
+
+
+def test_digest_covers_path_label_name_and_order():
+    split = {"train": [["a/1.jpg", 0, "a"], ["b/2.jpg", 1, "b"]], "val": [], "test": []}
+    base = ms.split_digests(split)
+    for change in (lambda s: s["train"].reverse(), lambda s: s["train"][0].__setitem__(2, "A"),
+                   lambda s: s["train"][0].__setitem__(1, 1), lambda s: s["train"][0].__setitem__(0, "a/9.jpg")):
+        other = json.loads(json.dumps(split))
+        change(other)
+        assert ms.split_digests(other)["train"] != base["train"]
+
+
+@pytest.mark.parametrize("name", sorted(ms.COOP_SPLIT_SHA256))
+def test_recorded_digests_are_those_of_coops_files(name):
+    path = SHARED_DATA / "coop_splits" / f"split_zhou_{name}.json"
+    skip_unless_dir(path.parent)
+    published = load(path)
+    assert ms.comparable_with_coop(name, published)
+    published["test"] = published["test"][:-1]
+    assert not ms.comparable_with_coop(name, published)
+
+
+def test_generator_reproducing_coops_split_is_comparable(tmp_path, monkeypatch, capsys):
+    published_path = SHARED_DATA / "coop_splits" / "split_zhou_DescribableTextures.json"
+    skip_unless_dir(published_path.parent)
+    published = load(published_path)
+    image_dir = tmp_path / "dtd" / "images"
+    first_last = {}
+    for key in ("train", "val", "test"):
+        for rel, label, _ in published[key]:
+            first_last.setdefault((key, label), []).append(rel)
+    for rels in first_last.values():  # the images the loader spot-checks
+        touch(str(image_dir / rels[0]))
+        touch(str(image_dir / rels[-1]))
+
+    def coop_generator(dataset_dir, image_dir_, rng, anchor):
+        return tuple([Datum(os.path.join(image_dir_, r), lab, classname=n) for r, lab, n in published[k]]
+                     for k in ("train", "val", "test"))
+
+    monkeypatch.setitem(ms.GENERATORS, "DescribableTextures", coop_generator)
+    path = ms.make_split(str(tmp_path), "DescribableTextures")
+    assert load(path)["_generated_by"]["comparable_with_coop"] is True
+    assert "identical to CoOp's published split" in capsys.readouterr().out
+    dataset = build_dataset(make_cfg(tmp_path, "DescribableTextures"))
+    assert "not comparable" not in capsys.readouterr().out and dataset.num_classes == 47

@@ -48,6 +48,9 @@ _C.DATASET.CIFAR_C_TYPE = ""
 _C.DATASET.CIFAR_C_LEVEL = 1
 _C.DATASET.ALL_AS_UNLABELED = False
 _C.DATASET.SUBSAMPLE_CLASSES = "all"
+# Before training, every image the run reads is checked: "header" (exists, header decodes),
+# "full" (whole image decodes) or "off" (dassl/data/image_check.py).
+_C.DATASET.CHECK_IMAGES = "header"
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4

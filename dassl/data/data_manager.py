@@ -11,6 +11,7 @@ from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 from dassl.utils.tools import read_image
 
 from .datasets import build_dataset
+from .image_check import check_dataset_images
 from .samplers import build_sampler
 from .transforms import INTERPOLATION_MODES, build_transform
 
@@ -110,11 +111,13 @@ class DataManager:
 
     Attributes: ``dataset``, ``train_loader_x``, ``train_loader_u`` (None unless ``train_u``),
     ``val_loader`` (None without val data), ``test_loader``, and ``num_classes``,
-    ``num_source_domains``, ``lab2cname``.
+    ``num_source_domains``, ``lab2cname``. Every image the loaders will read is checked first
+    (``image_check.check_dataset_images``, ``DATASET.CHECK_IMAGES``), before any model is built.
     """
 
     def __init__(self, cfg, custom_tfm_train=None, custom_tfm_test=None, dataset_wrapper=None) -> None:
         dataset = build_dataset(cfg)
+        check_dataset_images(cfg, dataset)
         if custom_tfm_train is None:
             tfm_train = build_transform(cfg, is_train=True)
         else:

@@ -50,13 +50,13 @@ def check_isfile(fpath: str) -> bool:
     """Return whether ``fpath`` is a file; warn (like Dassl) when it is not."""
     isfile = os.path.isfile(fpath)
     if not isfile:
-        warnings.warn(f'No file found at "{fpath}"')
+        warnings.warn(f'No file found at "{fpath}"', stacklevel=2)
     return isfile
 
 
 def read_json(fpath: str) -> Any:
     """Read a JSON file."""
-    with open(fpath, "r") as f:
+    with open(fpath) as f:
         return json.load(f)
 
 
@@ -96,14 +96,67 @@ class ImageReadError(OSError):
     """An image file is missing or cannot be decoded; the message names the file."""
 
 
+def _rescale_to_uint8(values, lo: float, hi: float):
+    """Map ``lo..hi`` linearly onto ``0..255`` (rounded, clipped); a constant image maps to 0."""
+    import numpy as np
+
+    if hi <= lo:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = (values.astype(np.float64) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def high_depth_to_l(img):
+    """An 8-bit ``L`` image from a 16-bit, 32-bit integer or float grey image (other modes: ``None``).
+
+    PIL's own ``convert`` clips these values at 255 (16-bit photos turn all white) or truncates
+    floats in 0..1 to 0 (all black), so the value range is rescaled instead:
+
+    * ``I;16`` / ``I;16B`` / ``I;16L`` / ``I;16N``: the type's range, 0..65535 -> 0..255.
+    * ``I`` (32-bit, e.g. TIFF or old Pillow's 16-bit PNG): values within 0..65535 are taken as
+      16-bit data (0..65535 -> 0..255); otherwise the image's own min..max -> 0..255.
+    * ``F``: values within 0..1 -> 0..255; else within 0..255 kept as they are; else the image's
+      own min..max -> 0..255. NaN and infinities become 0.
+    """
+    import numpy as np
+    from PIL import Image
+
+    mode = img.mode
+    if not (mode == "I" or mode == "F" or mode.startswith("I;16")):
+        return None
+    values = np.asarray(img)
+    if mode.startswith("I;16") and values.dtype.kind == "u":
+        out = _rescale_to_uint8(values, 0, 65535)
+    elif values.dtype.kind in "iu":
+        lo, hi = int(values.min()), int(values.max())
+        out = _rescale_to_uint8(values, 0, 65535) if lo >= 0 and hi <= 65535 else _rescale_to_uint8(values, lo, hi)
+    else:
+        finite = np.isfinite(values)
+        vals = values[finite]
+        lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 0.0)
+        if lo >= 0 and hi <= 1:
+            lo, hi = 0.0, 1.0
+        elif lo >= 0 and hi <= 255:
+            lo, hi = 0.0, 255.0
+        out = _rescale_to_uint8(np.where(finite, values, lo), lo, hi)
+    return Image.fromarray(np.ascontiguousarray(out), mode="L")
+
+
+def to_rgb(img):
+    """``img`` as an RGB ``PIL.Image``: high-depth grey images rescaled (``high_depth_to_l``), other
+    modes (``P``, ``LA``, ``RGBA``, ``CMYK``, ``L``, ``1``...) through PIL's ``convert("RGB")``."""
+    grey = high_depth_to_l(img)
+    return (grey if grey is not None else img).convert("RGB")
+
+
 def read_image(path: str):
-    """Open ``path`` as an RGB ``PIL.Image``; raise :class:`ImageReadError` naming the file otherwise."""
+    """Open ``path`` as an RGB ``PIL.Image`` (``to_rgb``); raise :class:`ImageReadError` naming the file otherwise."""
     from PIL import Image, UnidentifiedImageError
 
     if not os.path.isfile(path):
         raise ImageReadError(f'Image file not found: "{path}" (check DATASET.ROOT and the dataset layout)')
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return to_rgb(img)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ImageReadError(f'Cannot decode image "{path}": {exc}') from exc
