@@ -14,6 +14,7 @@ import argparse
 import os
 import shlex
 import sys
+import traceback
 from typing import Optional, Sequence
 
 import torch
@@ -21,12 +22,14 @@ import torch
 import datasets  # noqa: F401  (registers the datasets)
 import trainers
 from dassl.config import get_cfg_default
-from dassl.engine import build_trainer
+from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.engine.results import provenance
-from dassl.utils import collect_env_info, mkdir_if_missing, set_random_seed, setup_logger
+from dassl.engine.run_guard import OutputLock, remove_temp_files
+from dassl.utils import OutputDirError, UserError, collect_env_info, set_random_seed, setup_logger
 from dassl.utils.tools import atomic_write
 
 CONFIG_FILE = "config.yaml"
+DEBUG_ENV = "MMLOP_DEBUG"
 
 
 COMPAT_GROUP_TITLE = "accepted for compatibility with Dassl, unused here"
@@ -42,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=EPILOG)
     parser.add_argument("--list-trainers", action="store_true",
                         help="list the registered trainers (what each is, its default configs) and exit")
+    parser.add_argument("--eval-untrained", action="store_true",
+                        help="with --eval-only and no --model-dir: evaluate the initial (untrained) prompts "
+                             "on purpose")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of input errors too (also: {DEBUG_ENV}=1)")
     run = parser.add_argument_group(
         "CoOp-family options", "The flags of CoOp's scripts; each given flag overrides the YAML files' key."
     )
@@ -110,23 +118,48 @@ def setup_cfg(args: argparse.Namespace):
     return cfg
 
 
-def print_args(args: argparse.Namespace, cfg) -> None:
-    print("***************")
-    print("** Arguments **")
-    print("***************")
-    for key in sorted(args.__dict__):
-        print(f"{key}: {args.__dict__[key]}")
-    print("************")
-    print("** Config **")
-    print("************")
-    print(cfg)
+def print_args(args: argparse.Namespace, cfg, logger=None) -> None:
+    """Dassl's arguments and config dump; with a log file it goes there only (upstream users diff
+    it), and the terminal gets one line pointing to it."""
+    lines = ["***************", "** Arguments **", "***************"]
+    lines += [f"{key}: {args.__dict__[key]}" for key in sorted(args.__dict__)]
+    lines += ["************", "** Config **", "************", str(cfg)]
+    text = "\n".join(lines) + "\n"
+    if logger is None:
+        print(text, end="")
+        return
+    logger.log_only(text)
+    logger.console.write(f"Arguments and config: in {logger.fpath} (merged config: "
+                         f"{os.path.join(cfg.OUTPUT_DIR, CONFIG_FILE)})\n")
+
+
+def prepare_output_dir(path: str) -> None:
+    """Create ``path``; ``OutputDirError`` saying why not and what to do."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-test-{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as exc:
+        raise OutputDirError(f"Cannot use the output directory {path}: {exc.strerror or exc}. Choose another "
+                             "--output-dir (OUTPUT for the scripts) on a writable file system") from None
+
+
+def check_eval_only(args: argparse.Namespace, cfg) -> None:
+    """``--eval-only`` of a trainer that learns needs the weights to evaluate (``--model-dir``)."""
+    if not args.eval_only or args.model_dir or args.eval_untrained:
+        return
+    name = cfg.TRAINER.NAME
+    if name in TRAINER_REGISTRY and getattr(TRAINER_REGISTRY.get(name), "trains", True):
+        raise UserError(f"--eval-only without --model-dir would evaluate {name}'s untrained prompts: give "
+                        "--model-dir (the training run's output folder) and --load-epoch, or add "
+                        "--eval-untrained to evaluate the initial prompts on purpose")
 
 
 def write_config(cfg) -> str | None:
     """Write ``cfg.dump()`` to ``OUTPUT_DIR/config.yaml`` atomically; return its path (None: no OUTPUT_DIR)."""
     if not cfg.OUTPUT_DIR:
         return None
-    mkdir_if_missing(cfg.OUTPUT_DIR)
     fpath = os.path.join(cfg.OUTPUT_DIR, CONFIG_FILE)
     text = cfg.dump()
 
@@ -149,11 +182,19 @@ def main(args: argparse.Namespace, command_line: str | None = None):
     ``command_line`` (see :func:`format_command`) is recorded in ``results.json``.
     """
     cfg = setup_cfg(args)
-    logger = None
+    check_eval_only(args, cfg)
+    logger = lock = None
+    removed: list[str] = []
     try:
+        if cfg.OUTPUT_DIR:
+            prepare_output_dir(cfg.OUTPUT_DIR)
+            lock = OutputLock(cfg.OUTPUT_DIR).acquire()
+            removed = remove_temp_files(cfg.OUTPUT_DIR)
         if cfg.SEED >= 0:
             set_random_seed(cfg.SEED)
         logger = setup_logger(cfg.OUTPUT_DIR)
+        for path in removed:
+            print(f"Removed a temporary file left by an interrupted save: {path}")
         # Before the trainer is built, so that a run that fails later still has its config.
         write_config(cfg)
         provenance()  # git commit and versions of the code as loaded now (cached for results.json)
@@ -161,7 +202,7 @@ def main(args: argparse.Namespace, command_line: str | None = None):
             print(f"Setting fixed seed: {cfg.SEED}")
         if torch.cuda.is_available() and cfg.USE_CUDA:
             torch.backends.cudnn.benchmark = True
-        print_args(args, cfg)
+        print_args(args, cfg, logger)
         print("Collecting env info ...")
         print(f"** System info **\n{collect_env_info()}\n")
 
@@ -176,9 +217,38 @@ def main(args: argparse.Namespace, command_line: str | None = None):
         if not args.no_train:
             trainer.train()
         return trainer
+    except BaseException as exc:
+        if logger is not None:
+            logger.log_only(failure_report(exc, debug=args.debug))
+        raise
     finally:
         if logger is not None:
             logger.close()
+        if lock is not None:
+            lock.release()
+
+
+def debugging(args: argparse.Namespace) -> bool:
+    return args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """An error the user can fix from its message alone (see ``dassl.utils.errors``)."""
+    if isinstance(exc, UserError):
+        return True
+    message = str(exc)
+    return isinstance(exc, (FileNotFoundError, ValueError)) and (
+        message.startswith("Config file not found") or "do you mean" in message)
+
+
+def failure_report(exc: BaseException, debug: bool = False) -> str:
+    """What ``log.txt`` records of a failed run: the message, and the traceback unless it is an
+    input error (then only under ``--debug``)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "Interrupted (Ctrl-C)\n"
+    if is_user_error(exc) and not debug:
+        return f"error: {exc}\n"
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
@@ -193,23 +263,19 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
 
         print(format_methods(registered_methods()))
         return 0
+    args.debug = debugging(args)
     try:
         main(args, command_line=format_command(argv, prog))
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        if not _is_config_error(exc):
+    except KeyboardInterrupt:
+        print("\nInterrupted. Checkpoints are written atomically, so nothing was saved half-way; rerun the "
+              "same command to resume from the last finished epoch.", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if not is_user_error(exc) or args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _is_config_error(exc: BaseException) -> bool:
-    from dassl.config import ConfigError
-
-    if isinstance(exc, ConfigError):
-        return True
-    message = str(exc)
-    return message.startswith("Config file not found") or "do you mean" in message
 
 
 if __name__ == "__main__":

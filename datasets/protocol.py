@@ -32,6 +32,7 @@ from collections import defaultdict
 from typing import Iterable, Optional, Sequence
 
 from dassl.data.datasets.base_dataset import Datum
+from dassl.utils.errors import UserError
 from dassl.utils.tools import atomic_write, dump_json, listdir_nohidden, write_json
 
 from .split_checks import CanonicalNames, SplitFileError, check_split
@@ -43,7 +44,7 @@ SAMPLER_VERSION = "python-random.Random(seed).sample/label-first-appearance/v1"
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """A dataset folder, split file, class list or listed image is missing (message says how to fix)."""
 
 

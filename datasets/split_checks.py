@@ -16,6 +16,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
+from dassl.utils.errors import UserError
+
 MAX_LISTED = 10
 SPLIT_KEYS = ("train", "val", "test")
 FIX = (
@@ -24,7 +26,7 @@ FIX = (
 )
 
 
-class SplitFileError(ValueError):
+class SplitFileError(UserError, ValueError):
     """A split file is malformed or inconsistent; the message names the file and the entries."""
 
 

@@ -43,34 +43,21 @@ finished() {
     return 1
 }
 
-# load_epoch [KEY VALUE ...]: OPTIM.MAX_EPOCH of the trainer config after the given overrides.
-load_epoch() {
-    "${PYTHON}" scripts/read_cfg.py "${CONFIG_FILE}" OPTIM.MAX_EPOCH "$@"
-}
-
-# require_model MODEL_DIR HINT: a trained model must exist before testing.
-require_model() {
-    if [ ! -d "$1" ]; then
-        echo "error: no trained model at $1; run $2 first" >&2
-        exit 2
-    fi
-}
-
 # is_eval_only: trainers with nothing to train are only evaluated (TRAINS=0, from use_config).
 is_eval_only() {
     [ "${TRAINS}" = 0 ]
 }
 
-# set_model_args MODEL_DIR HINT [KEY VALUE ...]: MODEL_ARGS=(--model-dir MODEL_DIR --load-epoch
-# <OPTIM.MAX_EPOCH after the overrides>), after checking that MODEL_DIR exists (HINT: the command
-# that trains it); empty for eval-only trainers.
+# set_model_args MODEL_DIR HINT: MODEL_ARGS=(--model-dir MODEL_DIR --load-epoch <the last epoch of
+# the training run in MODEL_DIR>), read from the run itself (scripts/trained_epoch.py), so any
+# training overrides are honoured; a missing or unfinished run stops with the command to run
+# (HINT). Empty for evaluation-only trainers.
 set_model_args() {
     MODEL_ARGS=()
     if is_eval_only; then return 0; fi
-    require_model "$1" "$2"
-    local model_dir=$1
-    shift 2
-    MODEL_ARGS=(--model-dir "${model_dir}" --load-epoch "$(load_epoch "$@")")
+    local epoch
+    epoch=$("${PYTHON}" scripts/trained_epoch.py "$1" "$2") || exit 2
+    MODEL_ARGS=(--model-dir "$1" --load-epoch "${epoch}")
 }
 
 # train_py DATASET SEED DIR [ARGS ...]: train.py for $TRAINER with $CONFIG_FILE

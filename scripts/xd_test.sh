@@ -13,5 +13,5 @@ use_config xd "${DATASET}"
 MODEL_DIR=${OUTPUT}/${SOURCE}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
 DIR=${OUTPUT}/evaluation/${TRAINER}/${CFG}_${SHOTS}shots/${DATASET}/seed${SEED}
 if finished "${DIR}"; then exit 0; fi
-set_model_args "${MODEL_DIR}" "scripts/xd_train.sh ${SEED}" "$@"
+set_model_args "${MODEL_DIR}" "scripts/xd_train.sh ${SEED}"
 train_py "${DATASET}" "${SEED}" "${DIR}" "${MODEL_ARGS[@]}" --eval-only "$@"

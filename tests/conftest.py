@@ -12,3 +12,37 @@ def vit_b16():
 
     torch.manual_seed(0)
     return CLIP(**MODEL_CONFIGS["ViT-B/16"]).eval()
+
+
+# The toy dataset and trainer config of tests/toy_run.py (train.py end to end).
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> str:
+    from PIL import Image
+
+    from tests.toy_run import CLASSNAMES, COLORS
+
+    root = tmp_path_factory.mktemp("toy_colors")
+    counts = {"train": 8, "val": 2, "test": 5}
+    gen = torch.Generator().manual_seed(0)
+    for split, n in counts.items():
+        for cname, color in zip(CLASSNAMES, COLORS):
+            folder = root / split / cname
+            folder.mkdir(parents=True)
+            for i in range(n):
+                noise = torch.randint(-110, 111, (8, 8, 3), generator=gen)
+                pixels = (torch.tensor(color).view(1, 1, 3) + noise).clamp(0, 255).to(torch.uint8)
+                Image.fromarray(pixels.numpy()).save(folder / f"{i:03d}.png")
+    return str(root)
+
+
+@pytest.fixture
+def trainer_yaml(tmp_path) -> str:
+    path = tmp_path / "toy.yaml"
+    path.write_text(
+        "DATALOADER:\n  NUM_WORKERS: 0\n  TRAIN_X:\n    BATCH_SIZE: 4\n  TEST:\n    BATCH_SIZE: 8\n"
+        "INPUT:\n  SIZE: (8, 8)\n  TRANSFORMS: ['random_flip', 'normalize']\n"
+        "OPTIM:\n  NAME: 'sgd'\n  LR: 0.01\n  MAX_EPOCH: 4\n  LR_SCHEDULER: 'cosine'\n"
+        "  WARMUP_EPOCH: 1\n  WARMUP_TYPE: 'constant'\n  WARMUP_CONS_LR: 1e-5\n"
+        "TRAIN:\n  PRINT_FREQ: 10\n"
+    )
+    return str(path)

@@ -20,15 +20,14 @@ from typing import Any, Iterable
 import yaml
 from yacs.config import CfgNode as _YacsCfgNode
 
+from dassl.utils.errors import UserError
+
 _VALID_TYPES = (tuple, list, str, int, float, bool, type(None))
 _BASE_KEY = "_BASE_"
 
 
-class ConfigError(KeyError):
+class ConfigError(UserError, KeyError):
     """Bad config input: an unknown key, a wrong type or an odd opts list. Names key and source."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 def _coerce(value: Any, original: Any, full_key: str, source: str) -> Any:

@@ -108,6 +108,10 @@ _C.OPTIM.WARMUP_RECOUNT = True
 
 _C.TRAIN = CN()
 _C.TRAIN.CHECKPOINT_FREQ = 0
+# A resumable checkpoint after every epoch (a killed run restarts from its last finished epoch);
+# each one replaces the previous unless CHECKPOINT_FREQ keeps it or KEEP_ALL_CHECKPOINTS is set.
+_C.TRAIN.SAVE_EVERY_EPOCH = True
+_C.TRAIN.KEEP_ALL_CHECKPOINTS = False
 _C.TRAIN.PRINT_FREQ = 10
 _C.TRAIN.COUNT_ITER = "train_x"
 

@@ -28,9 +28,19 @@ from dassl.utils import (
     save_checkpoint,
     tolist_if_not,
 )
-from dassl.utils.torchtools import BEST_NAME, POINTER_FILE, capture_rng_state, unwrap_model
+from dassl.utils.errors import NonFiniteLossError, ResumeMismatchError
+from dassl.utils.torchtools import (
+    BEST_NAME,
+    POINTER_FILE,
+    capture_rng_state,
+    checkpoint_in_use,
+    epoch_files,
+    find_model_file,
+    unwrap_model,
+)
 
 from .results import build_results, count_trainable_params, write_results
+from .run_guard import run_settings, settings_differences
 
 
 class TrainerBase:
@@ -81,6 +91,7 @@ class TrainerBase:
                     "scheduler": sched.state_dict() if sched is not None else None,
                     "val_result": None if val_result is None else float(val_result),
                     "rng_state": rng_state,
+                    "run_settings": getattr(self, "run_settings", None),
                 },
                 os.path.join(directory, name),
                 is_best=is_best,
@@ -98,12 +109,28 @@ class TrainerBase:
             print("No checkpoint found, train from scratch")
             return 0
         print(f'Found checkpoint at "{directory}" (will resume training)')
+        self.check_resume_settings(checkpoint_in_use(os.path.join(directory, names[0])))
         start_epoch = 0
         for name in names:
             start_epoch = resume_from_checkpoint(
                 os.path.join(directory, name), self._models[name], self._optims[name], self._scheds[name]
             )
         return start_epoch
+
+    def check_resume_settings(self, path: str) -> None:
+        """Refuse to resume from ``path`` when it was written with other settings (the keys that can
+        change a result, ``run_guard.run_settings``); checkpoints without settings are accepted."""
+        current = getattr(self, "run_settings", None)
+        stored = load_checkpoint(path).get("run_settings")
+        if current is None or stored is None:
+            return
+        diffs = settings_differences(stored, current)
+        if diffs:
+            shown = "\n  ".join(diffs[:15]) + (f"\n  ... and {len(diffs) - 15} more" if len(diffs) > 15 else "")
+            raise ResumeMismatchError(
+                f"{path} was written by a run with other settings, so this run would not continue it:\n  "
+                f"{shown}\nRerun with the original values to resume it, or use another --output-dir for "
+                "these settings")
 
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
         """Load ``model-best.pth.tar`` (or ``model.pth.tar-<epoch>``) of every registered model."""
@@ -113,9 +140,7 @@ class TrainerBase:
             return
         model_file = BEST_NAME if epoch is None else f"model.pth.tar-{epoch}"
         for name in self.get_model_names():
-            model_path = os.path.join(directory, name, model_file)
-            if not os.path.exists(model_path):
-                raise FileNotFoundError(f'Model not found at "{model_path}"')
+            model_path = find_model_file(directory, name, model_file)
             checkpoint = load_checkpoint(model_path)
             stored_epoch = checkpoint.get("epoch")
             val_result = checkpoint.get("val_result")
@@ -142,9 +167,16 @@ class TrainerBase:
             if self._scheds[name] is not None:
                 self._scheds[name].step()
 
-    def detect_anomaly(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss).all():
-            raise FloatingPointError("Loss is infinite or NaN!")
+    def detect_anomaly(self, loss: torch.Tensor, parts: Optional[dict] = None) -> None:
+        """``NonFiniteLossError`` naming the epoch, the batch and the non-finite loss parts."""
+        if torch.isfinite(loss).all():
+            return
+        bad = {k: v for k, v in (parts or {}).items() if not np.isfinite(v)}
+        where = f"epoch {getattr(self, 'epoch', 0) + 1}, batch {getattr(self, 'batch_idx', 0) + 1}"
+        what = ", ".join(f"{k} = {v}" for k, v in bad.items()) or f"loss = {loss.item()}"
+        raise NonFiniteLossError(
+            f"Loss is infinite or NaN! ({what} at {where}). Usual causes: a learning rate too high "
+            "for this batch size (lower OPTIM.LR), or fp16 overflow (set the trainer's PREC to fp32 or amp)")
 
     def init_writer(self, log_dir: str) -> None:
         """Create a tensorboard ``SummaryWriter`` if the tensorboard package is installed."""
@@ -255,6 +287,7 @@ class SimpleTrainer(TrainerBase):
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.output_dir = cfg.OUTPUT_DIR
         self.cfg = cfg
+        self.run_settings = run_settings(cfg)
         self.eval_epoch: Optional[int] = None
         # The run's command line for results.json (train.py sets it; None otherwise).
         self.command_line: str | None = None
@@ -317,8 +350,21 @@ class SimpleTrainer(TrainerBase):
             if curr_result > self.best_result:
                 self.best_result = curr_result
                 self.save_model(self.epoch, self.output_dir, val_result=curr_result, model_name=BEST_NAME)
-        if meet_checkpoint_freq or last_epoch:
+        kept = meet_checkpoint_freq or last_epoch
+        if kept or self.cfg.TRAIN.SAVE_EVERY_EPOCH:
             self.save_model(self.epoch, self.output_dir)
+            if not self.cfg.TRAIN.KEEP_ALL_CHECKPOINTS:
+                self.prune_checkpoints(self.epoch + 1)
+
+    def prune_checkpoints(self, latest: int) -> None:
+        """Delete the epoch files (``*.pth.tar-<e>``) older than ``latest`` that only served to
+        resume: those of epochs that are neither a ``CHECKPOINT_FREQ`` multiple nor the last."""
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        for name in self.get_model_names():
+            for epoch, files in epoch_files(os.path.join(self.output_dir, name)).items():
+                if epoch < latest and not (freq > 0 and epoch % freq == 0) and epoch != self.max_epoch:
+                    for path in files:
+                        os.remove(path)
 
     @torch.no_grad()
     def test(self, split: Optional[str] = None) -> float:

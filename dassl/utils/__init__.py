@@ -1,5 +1,14 @@
 """Utilities with Dassl's names: files, JSON, logging to log.txt, seeding, meters, checkpoints."""
 from .env import collect_env_info
+from .errors import (
+    CheckpointMismatchError,
+    ModelNotFoundError,
+    NonFiniteLossError,
+    OutputDirError,
+    OutputLockedError,
+    ResumeMismatchError,
+    UserError,
+)
 from .logger import Logger, setup_logger
 from .meters import AverageMeter, MetricMeter
 from .registry import Registry, check_availability

@@ -30,6 +30,12 @@ class Logger:
                 self.file.flush()
         return len(msg)
 
+    def log_only(self, msg: str) -> None:
+        """Write ``msg`` to the log file only (long records the terminal does not need)."""
+        if self.file is not None:
+            self.file.write(msg)
+            self.file.flush()
+
     def flush(self) -> None:
         self.console.flush()
         if self.file is not None:

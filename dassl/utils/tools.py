@@ -8,6 +8,8 @@ import tempfile
 import warnings
 from typing import Any, Callable
 
+from .errors import UserError
+
 
 def mkdir_if_missing(dirname: str) -> None:
     """Create ``dirname`` and its parents unless it already exists."""
@@ -92,7 +94,7 @@ def set_random_seed(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
-class ImageReadError(OSError):
+class ImageReadError(UserError, OSError):
     """An image file is missing or cannot be decoded; the message names the file."""
 
 

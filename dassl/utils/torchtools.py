@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .errors import ModelNotFoundError, UserError
 from .tools import atomic_write, mkdir_if_missing
 
 TRUSTED_ENV = "DASSL_TRUSTED_CHECKPOINTS"
@@ -29,7 +30,7 @@ POINTER_FILE = "checkpoint"
 BEST_NAME = "model-best.pth.tar"
 
 
-class LegacyCheckpointError(RuntimeError):
+class LegacyCheckpointError(UserError, RuntimeError):
     """A checkpoint holds pickled Python objects and was not declared trusted."""
 
 
@@ -130,13 +131,48 @@ def restore_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def epoch_files(fdir: str) -> dict[int, list[str]]:
+    """``{epoch: [paths]}`` of the files ``*.pth.tar-<epoch>`` in ``fdir`` (checkpoints and what
+    trainers keep beside them, e.g. GPA state)."""
+    found: dict[int, list[str]] = {}
+    if os.path.isdir(fdir):
+        for name in os.listdir(fdir):
+            stem, sep, epoch = name.rpartition(".pth.tar-")
+            if sep and stem and epoch.isdigit():
+                found.setdefault(int(epoch), []).append(os.path.join(fdir, name))
+    return found
+
+
+def find_model_file(directory: str, name: str, model_file: str) -> str:
+    """``directory/name/model_file``; ``ModelNotFoundError`` saying what exists there otherwise."""
+    path = os.path.join(directory, name, model_file)
+    if os.path.isfile(path):
+        return path
+    if not os.path.isdir(directory):
+        raise ModelNotFoundError(f'Model not found at "{path}": the model directory {directory} does not exist '
+                                 "(--model-dir must be the output folder of the training run)")
+    epochs = sorted(e for e, files in epoch_files(os.path.join(directory, name)).items()
+                    if any(os.path.basename(f).startswith("model.pth.tar-") for f in files))
+    have = (f"it holds the epochs {', '.join(map(str, epochs))}: pass --load-epoch {epochs[-1]}" if epochs
+            else f"it holds no checkpoint of '{name}' (was the training run finished?)")
+    raise ModelNotFoundError(f'Model not found at "{path}"; {have}')
+
+
+def checkpoint_in_use(fdir: str) -> Optional[str]:
+    """Path of the checkpoint named by ``fdir/checkpoint`` (None when there is no pointer)."""
+    pointer = os.path.join(fdir, POINTER_FILE)
+    if not os.path.isfile(pointer):
+        return None
+    with open(pointer) as f:
+        return os.path.join(fdir, f.readline().strip("\n"))
+
+
 def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, scheduler=None) -> int:
     """Resume ``model`` (and optimizer, scheduler, RNG state) from the file named in ``fdir/checkpoint``.
 
     Returns the number of completed epochs stored in the checkpoint.
     """
-    with open(os.path.join(fdir, POINTER_FILE)) as f:
-        fpath = os.path.join(fdir, f.readline().strip("\n"))
+    fpath = checkpoint_in_use(fdir)
     print(f'Loading checkpoint from "{fpath}"')
     checkpoint = load_checkpoint(fpath)
     unwrap_model(model).load_state_dict(checkpoint["state_dict"])

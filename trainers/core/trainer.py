@@ -34,7 +34,6 @@ it. ``test()`` clears the model's per-evaluation text-feature cache before and a
 """
 from __future__ import annotations
 
-import os
 from typing import ClassVar, Optional
 
 import torch
@@ -44,7 +43,8 @@ from torch import nn
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import load_checkpoint, load_pretrained_weights
+from dassl.utils import CheckpointMismatchError, load_checkpoint, load_pretrained_weights
+from dassl.utils.torchtools import find_model_file
 
 from .backbone import load_clip_to_cpu
 from .checks import check_precision
@@ -139,6 +139,7 @@ class PromptTrainer(TrainerX):
         """``backward_and_update(loss)``; returns ``{"loss", "acc"}`` (accuracy of ``logits``)
         plus ``parts``. After the last batch of an epoch: ``update_lr()``, then
         ``epoch_trained(epoch)`` with the 1-based epoch."""
+        self.detect_anomaly(loss, parts)
         self.backward_and_update(loss)
         summary = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item()}
         summary.update(parts or {})
@@ -159,9 +160,7 @@ class PromptTrainer(TrainerX):
             return
         model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
         for name in self.get_model_names():
-            model_path = os.path.join(directory, name, model_file)
-            if not os.path.exists(model_path):
-                raise FileNotFoundError(f'Model not found at "{model_path}"')
+            model_path = find_model_file(directory, name, model_file)
             checkpoint = load_checkpoint(model_path)
             state_dict = drop_class_dependent(checkpoint["state_dict"])
             stored_epoch = checkpoint.get("epoch")
@@ -170,12 +169,14 @@ class PromptTrainer(TrainerX):
             try:
                 missing, unexpected = module.load_state_dict(state_dict, strict=False)
             except RuntimeError as e:
-                raise RuntimeError(f"{model_path} does not fit this {self.cfg.TRAINER.NAME} model "
-                                   f"(check the TRAINER.* keys it was trained with): {e}") from None
+                raise CheckpointMismatchError(
+                    f"{model_path} does not fit this {self.cfg.TRAINER.NAME} model (check the TRAINER.* "
+                    f"keys it was trained with, in {directory}/config.yaml): {e}") from None
             if missing:
-                raise KeyError(f"{model_path} lacks the prompt parameters {missing}; it was not "
-                               f"saved by a {self.cfg.TRAINER.NAME} run with this config (check "
-                               "the TRAINER.* keys it was trained with)")
+                raise CheckpointMismatchError(
+                    f"{model_path} lacks the prompt parameters {missing}; it was not saved by a "
+                    f"{self.cfg.TRAINER.NAME} run with this config (check the TRAINER.* keys it was "
+                    f"trained with, in {directory}/config.yaml)")
             if unexpected:
                 print(f"Ignored entries not used by this model: {sorted(unexpected)}")
             self.eval_epoch = stored_epoch
