@@ -12,11 +12,11 @@ SHOTS=${SHOTS:-16}
 PYTHON=${PYTHON:-python}
 
 # use_config PROTOCOL DATASET: sets TRAINS (1, or 0 for evaluation-only trainers), CFG (default:
-# $TRAINER's config for PROTOCOL) and CONFIG_FILE from the trainer's own facts
+# $TRAINER's config for PROTOCOL and DATASET) and CONFIG_FILE from the trainer's own facts
 # (python -m trainers.core shell), then checks that the dataset and trainer config files exist.
 use_config() {
     local facts
-    facts=$("${PYTHON}" -m trainers.core shell "${TRAINER}" "$1" "${CFG:-}") || exit 2
+    facts=$("${PYTHON}" -m trainers.core shell "${TRAINER}" "$1" "$2" "${CFG:-}") || exit 2
     eval "${facts}"
     check_inputs "$2"
 }

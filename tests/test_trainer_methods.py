@@ -29,7 +29,7 @@ def test_every_method_states_its_facts_and_their_configs_exist():
         info = method_info(name)
         assert info.description and info.label
         assert info.default_configs.get("base2new"), name
-        assert set(info.default_configs) <= set(PROTOCOLS)
+        assert {p.split(":")[0] for p in info.default_configs} <= set(PROTOCOLS)
         for stem in [*info.default_configs.values(), info.tiny_config]:
             assert os.path.isfile(info.config_file(stem)), (name, stem)
     assert [m.name for m in registered_methods() if m.name in OURS][:2] == ["ZeroshotCLIP", "CoOp"]
@@ -46,10 +46,10 @@ def test_list_trainers(capsys):
 
 def test_scripts_helper_prints_the_default_config_and_refuses_unknown_ones():
     run = [sys.executable, "-m", "trainers.core", "shell"]
-    ok = subprocess.run(run + ["PromptSRC", "few_shot"], cwd=REPO, capture_output=True, text=True)
+    ok = subprocess.run(run + ["PromptSRC", "few_shot", "dtd"], cwd=REPO, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "CFG=vit_b16_c2_ep50_batch4_4+4ctx_few_shot" in ok.stdout and "TRAINS=1" in ok.stdout
-    bad = subprocess.run(run + ["IVLP", "few_shot"], cwd=REPO, capture_output=True, text=True)
+    bad = subprocess.run(run + ["IVLP", "few_shot", "dtd"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "IVLP has no default config for the few_shot protocol" in bad.stderr
 
 

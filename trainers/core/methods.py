@@ -7,10 +7,10 @@ nothing else keeps lists of method names.
 
 The run scripts ask through one call per run (importing torch is the slow part)::
 
-    python -m trainers.core shell TRAINER PROTOCOL [CFG]
+    python -m trainers.core shell TRAINER PROTOCOL DATASET [CFG]
 
 prints shell assignments ``TRAINS=1|0``, ``CFG=<stem>`` (the given one, else the method's default
-for PROTOCOL) and ``CONFIG_FILE=<path>``, or one error line on stderr with exit code 2.
+for PROTOCOL and DATASET) and ``CONFIG_FILE=<path>``, or one error line on stderr with exit code 2.
 ``python -m trainers.core list`` prints the table of ``train.py --list-trainers``.
 """
 from __future__ import annotations
@@ -44,11 +44,12 @@ class MethodInfo:
         """Path of the config ``<config_dir>/<stem>.yaml``."""
         return os.path.join(self.config_dir, f"{stem}.yaml")
 
-    def default_config(self, protocol: str) -> str:
-        """The config stem for ``protocol``; ``KeyError`` with the fix when there is none."""
+    def default_config(self, protocol: str, dataset: str = "") -> str:
+        """The config stem for ``protocol`` (a ``"<protocol>:<dataset>"`` entry, e.g. CoOp's
+        ``"base2new:imagenet"``, wins for that dataset); ``KeyError`` with the fix when there is none."""
         if protocol not in PROTOCOLS:
             raise KeyError(f"unknown protocol {protocol!r}; one of {', '.join(PROTOCOLS)}")
-        stem = self.default_configs.get(protocol)
+        stem = self.default_configs.get(f"{protocol}:{dataset}") or self.default_configs.get(protocol)
         if stem is None:
             raise KeyError(f"{self.name} has no default config for the {protocol} protocol; set "
                            f"CFG to a file stem of {os.path.relpath(self.config_dir, REPO_ROOT)}/")
@@ -92,16 +93,15 @@ def format_methods(methods: list[MethodInfo]) -> str:
 
     rows = []
     for m in methods:
-        configs = ", ".join(f"{p}: {m.default_configs[p]}" for p in PROTOCOLS
-                            if p in m.default_configs) or "-"
+        configs = ", ".join(f"{p}: {c}" for p, c in m.default_configs.items()) or "-"
         rows.append([m.name, m.description + ("" if m.trains else " (evaluation only)"), configs])
     return tabulate(rows, headers=["trainer", "what it is", "default configs"])
 
 
-def shell_assignments(name: str, protocol: str, cfg: str = "") -> str:
+def shell_assignments(name: str, protocol: str, dataset: str = "", cfg: str = "") -> str:
     """``TRAINS=..; CFG=..; CONFIG_FILE=..`` for the run scripts (see the module docstring)."""
     info = method_info(name)
-    stem = cfg or info.default_config(protocol)
+    stem = cfg or info.default_config(protocol, dataset)
     path = info.config_file(stem)
     if os.path.abspath(path).startswith(REPO_ROOT + os.sep):
         path = os.path.relpath(path, REPO_ROOT)          # the scripts run from the repository root
@@ -110,13 +110,13 @@ def shell_assignments(name: str, protocol: str, cfg: str = "") -> str:
 
 
 def main(argv: list[str]) -> int:
-    usage = ("usage: python -m trainers.core shell TRAINER PROTOCOL [CFG]\n"
+    usage = ("usage: python -m trainers.core shell TRAINER PROTOCOL DATASET [CFG]\n"
              "       python -m trainers.core list")
     try:
         if argv[:1] == ["list"] and len(argv) == 1:
             print(format_methods(registered_methods()))
             return 0
-        if argv[:1] == ["shell"] and len(argv) in (3, 4):
+        if argv[:1] == ["shell"] and len(argv) in (4, 5):
             print(shell_assignments(*argv[1:]))
             return 0
     except KeyError as exc:
