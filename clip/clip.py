@@ -31,7 +31,7 @@ from PIL import Image
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 from tqdm import tqdm
 
-from .model import build_model, convert_weights
+from .model import _build, build_model
 from .simple_tokenizer import SimpleTokenizer
 
 __all__ = ["available_models", "load", "tokenize", "build_model", "load_state_dict",
@@ -204,7 +204,12 @@ def load(name: str, device: str | torch.device | None = None, jit: bool = False,
     Returns ``(model, preprocess)``: the model in eval mode on ``device`` (default ``"cuda"`` when
     available, else ``"cpu"``) and the torchvision transform for its input resolution.
     ``precision``: ``"fp16"`` (OpenAI's mixed layout, see ``clip.model.convert_weights``) or
-    ``"fp32"``; the default is ``"fp16"`` on CUDA and ``"fp32"`` elsewhere.
+    ``"fp32"`` (every weight fp32 with the file's exact values, no fp16 round trip); the default is
+    ``"fp16"`` on CUDA and ``"fp32"`` elsewhere.
+
+    The model is built as ``build_model`` builds it (random initialization, then the weights), so
+    loading advances the global torch generator exactly as OpenAI's ``build_model``/``load`` and
+    the ``load_clip_to_cpu`` of CoOp-family code do, whatever the precision.
     """
     if jit:
         raise NotImplementedError("jit=True is not supported by this implementation; "
@@ -225,9 +230,8 @@ def load(name: str, device: str | torch.device | None = None, jit: bool = False,
         raise RuntimeError(f"Model {name} not found; available models = {available_models()} "
                            "(or pass the path of a model file)")
 
-    model = build_model(load_state_dict(path))
-    if precision == "fp16":
-        convert_weights(model)
+    # The state dict is ours alone: the model may keep its tensors instead of copying them.
+    model = _build(load_state_dict(path), precision, copy=False)
     model = model.to(device).eval()
     return model, _transform(model.visual.input_resolution)
 

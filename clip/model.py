@@ -14,10 +14,21 @@ Conventions shared with OpenAI's implementation:
 * ``LayerNorm`` computes in fp32 and casts back to the input dtype.
 * ``encode_text`` pools the feature at the position of the largest token id (``<|endoftext|>``).
 
-Precision: ``build_model`` and ``CLIP(...)`` give **fp32** weights. ``convert_weights(model)``
-converts them in place the way OpenAI's ``build_model`` does (Conv/Linear/attention weights and
-the two projections to fp16; embeddings, LayerNorms, BatchNorms and ``logit_scale`` stay fp32).
-``clip.load`` applies it on CUDA when ``precision="fp16"`` (the default there).
+Precision: ``CLIP(...)`` gives **fp32** weights. ``convert_weights(model)`` converts them in
+place the way OpenAI's ``build_model`` does (Conv/Linear/attention weights and the two projections
+to fp16; embeddings, LayerNorms, BatchNorms and ``logit_scale`` stay fp32). ``build_model(sd)``
+returns that mixed fp16 layout, as OpenAI's does, so code written for OpenAI's package (CoOp's
+``PREC fp16``) really runs in fp16; ``build_model(sd, precision="fp32")`` keeps every weight fp32
+with the exact values of ``sd`` (no fp16 round trip). ``clip.load`` uses ``precision="fp16"`` on
+CUDA by default and ``"fp32"`` elsewhere.
+
+Random numbers: OpenAI's ``build_model`` constructs the model with its random initialization
+before loading the weights, which advances the global torch (CPU) generator by an amount that
+depends on the architecture; everything a seeded run draws afterwards (prompt initialization, data
+order) depends on it. ``CLIP.__init__`` draws in OpenAI's order (module construction, then
+``initialize_parameters``), and ``build_model`` / ``clip.load`` construct the model the same way
+before loading, so a run seeded as an upstream run draws the same numbers after loading CLIP.
+``build_model_from_config`` is the way to get a randomly initialized model.
 """
 from __future__ import annotations
 
@@ -42,6 +53,7 @@ __all__ = [
     "VisionTransformer",
     "build_model",
     "build_model_from_config",
+    "config_from_state_dict",
     "convert_weights",
 ]
 
@@ -304,6 +316,10 @@ class CLIP(nn.Module):
 
     ``vision_layers`` is a 4-tuple for a ResNet image tower (then ``vision_patch_size`` is unused)
     or an int for a ViT.
+
+    The order in which submodules are created and initialized is part of the interface: it draws
+    from the global generator exactly as OpenAI's constructor does (``build_model`` relies on it to
+    leave the generator where OpenAI's leaves it). Add new modules only after the existing ones.
     """
 
     def __init__(self, embed_dim: int, image_resolution: int,
@@ -385,6 +401,27 @@ class CLIP(nn.Module):
         return logits_per_image, logits_per_image.t()
 
 
+_MHA_HALF = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight", "in_proj_bias",
+             "bias_k", "bias_v")
+
+
+def _half_tensor_names(model: nn.Module) -> set[str]:
+    """Qualified names of the tensors ``convert_weights`` makes fp16 (OpenAI's rule)."""
+    names = set()
+    for prefix, m in model.named_modules():
+        dot = f"{prefix}." if prefix else ""
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            names.add(dot + "weight")
+            if m.bias is not None:
+                names.add(dot + "bias")
+        if isinstance(m, nn.MultiheadAttention):
+            names.update(dot + a for a in _MHA_HALF if getattr(m, a) is not None)
+        for a in ("text_projection", "proj"):
+            if isinstance(getattr(m, a, None), torch.Tensor):
+                names.add(dot + a)
+    return names
+
+
 def convert_weights(model: nn.Module) -> nn.Module:
     """Convert applicable weights to fp16 in place, exactly as OpenAI's ``build_model`` does.
 
@@ -393,24 +430,10 @@ def convert_weights(model: nn.Module) -> nn.Module:
     embeddings, ``class_embedding``, LayerNorm/BatchNorm parameters, ``logit_scale``.
     Returns ``model`` for chaining.
     """
-
-    def _convert(m: nn.Module) -> None:
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-            m.weight.data = m.weight.data.half()
-            if m.bias is not None:
-                m.bias.data = m.bias.data.half()
-        if isinstance(m, nn.MultiheadAttention):
-            for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
-                         "in_proj_bias", "bias_k", "bias_v"):
-                t = getattr(m, name)
-                if t is not None:
-                    t.data = t.data.half()
-        for name in ("text_projection", "proj"):
-            t = getattr(m, name, None)
-            if isinstance(t, torch.Tensor):
-                t.data = t.data.half()
-
-    model.apply(_convert)
+    half = _half_tensor_names(model)
+    for name, t in model.state_dict(keep_vars=True).items():
+        if name in half and t.dtype != torch.float16:
+            t.data = t.data.half()
     return model
 
 
@@ -458,29 +481,82 @@ def config_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict:
     )
 
 
-def build_model(state_dict: Mapping[str, torch.Tensor]) -> CLIP:
-    """Build a ``CLIP`` whose architecture is inferred from ``state_dict`` and load it (strict).
+PRECISIONS = ("fp16", "fp32")
 
-    The non-parameter entries of OpenAI's archives (``input_resolution``, ``context_length``,
-    ``vocab_size``) and stored copies of the causal masks (non-persistent buffers, which
-    TorchScript archives of this implementation hold) are ignored. Returns the model in eval
-    mode, on CPU, in **fp32** (unlike OpenAI's ``build_model``, which returns fp16; call
-    ``convert_weights(model)`` for that).
-    """
+
+def _construct(config: Mapping) -> CLIP:
+    """``CLIP(**config)`` with OpenAI's random initialization, on the CPU whatever the default
+    device, so that it advances the global CPU generator exactly as OpenAI's ``build_model``."""
+    with torch.device("cpu"):
+        return CLIP(**config)
+
+
+def _assign_weights(model: CLIP, state_dict: Mapping[str, torch.Tensor], copy: bool,
+                    half: set[str] = frozenset()) -> None:
+    """Strictly load ``state_dict`` into ``model`` on the CPU: the tensors named in ``half`` as
+    fp16, the others in the model's dtype (fp32: the exact values). The loaded tensors replace the
+    model's (``assign``), so the random ones are freed without a copy; ``copy=False`` lets the
+    model use the given tensors themselves where no conversion is needed (a throwaway dict)."""
+    current = model.state_dict(keep_vars=True)
+    # Stored copies of the non-persistent causal masks (TorchScript archives hold them): skip.
+    transient = {name for name, _ in model.named_buffers(remove_duplicate=False)} - current.keys()
+    converted = {}
+    for key, value in state_dict.items():
+        if key in transient:
+            continue
+        target = current.get(key)
+        if target is None or not isinstance(value, torch.Tensor):
+            converted[key] = value      # the strict load below names it
+            continue
+        dtype = torch.float16 if key in half else target.dtype
+        tensor = value.to(device="cpu", dtype=dtype)
+        if copy and tensor is value:
+            tensor = tensor.clone(memory_format=torch.contiguous_format)
+        converted[key] = tensor.contiguous()
+    model.load_state_dict(converted, strict=True, assign=True)
+
+
+def _build(state_dict: Mapping[str, torch.Tensor], precision: str = "fp16",
+           copy: bool = True) -> CLIP:
+    """``build_model`` (see there); ``copy=False`` may reuse the tensors of ``state_dict``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'fp16' or 'fp32', got {precision!r}")
     state_dict = {k: v for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
-    # Allocate without the random initialisation (every persistent tensor is overwritten by the
-    # strict load below), then rebuild the only non-persistent buffers, the causal masks.
-    with torch.device("meta"):
-        model = CLIP(**config_from_state_dict(state_dict))
-    model = model.to_empty(device="cpu")
-    mask = model.build_attention_mask()
-    for block in model.transformer.resblocks:
-        block.attn_mask = mask
-    # TorchScript archives also store the non-persistent masks: skip them.
-    persistent = model.state_dict().keys()
-    transient = {name for name, _ in model.named_buffers(remove_duplicate=False)} - persistent
-    model.load_state_dict({k: v for k, v in state_dict.items() if k not in transient}, strict=True)
+    config = config_from_state_dict(state_dict)
+    model = _construct(config)
+    # fp16: the tensors OpenAI's convert_weights converts are rounded straight from the state
+    # dict (as OpenAI's load into fp16 parameters rounds them), the others stay fp32.
+    half = _half_tensor_names(model) if precision == "fp16" else frozenset()
+    _assign_weights(model, state_dict, copy, half)
     return model.eval()
+
+
+def build_model(state_dict: Mapping[str, torch.Tensor], design_details: Mapping | None = None, *,
+                precision: str = "fp16") -> CLIP:
+    """Build a ``CLIP`` whose architecture is inferred from ``state_dict`` and load it (strict),
+    as OpenAI's ``build_model`` does.
+
+    * **Random numbers.** The model is first constructed with OpenAI's random initialization, in
+      OpenAI's order, and only then overwritten by the weights, so the global torch generator
+      advances exactly as with OpenAI's ``build_model`` (a seeded run draws the same numbers
+      afterwards as an upstream run).
+    * **Precision.** ``precision="fp16"`` (the default, OpenAI's result): Conv/Linear/attention
+      weights and the two projections fp16, everything else fp32 (``convert_weights``).
+      ``precision="fp32"``: every weight fp32, holding exactly the values of ``state_dict``.
+    * The non-parameter entries of OpenAI's archives (``input_resolution``, ``context_length``,
+      ``vocab_size``) and stored copies of the causal masks are ignored; the result is in eval
+      mode, on CPU, and shares no memory with ``state_dict``.
+
+    ``design_details`` is the second argument of the MaPLe/PromptSRC repositories' modified
+    ``build_model``; this is OpenAI's CLIP, so passing it is an error that says what to use.
+    """
+    if design_details is not None:
+        raise TypeError(
+            "build_model() got design_details: that argument belongs to the modified CLIP of the "
+            "MaPLe/PromptSRC repositories, whose prompt layers this OpenAI-compatible clip/ does not "
+            "have. Use this project's IVLP, MaPLe and PromptSRC trainers (same names and config "
+            "keys), and tools/import_upstream_checkpoint.py for checkpoints trained upstream")
+    return _build(state_dict, precision, copy=True)
 
 
 def build_model_from_config(name_or_config: str | Mapping, **overrides) -> CLIP:

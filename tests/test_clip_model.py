@@ -18,7 +18,7 @@ from clip.model import (
     config_from_state_dict,
     convert_weights,
 )
-from tests.clip_helpers import TINY_RESNET, randomize_batchnorm, tiny_model
+from tests.clip_helpers import TINY_RESNET, TINY_VIT, randomize_batchnorm, tiny_model
 
 open_clip = pytest.importorskip("open_clip")
 
@@ -47,7 +47,7 @@ def test_equivalence_with_open_clip(oc_name, our_name, res):
     if our_name.startswith("RN"):
         randomize_batchnorm(ref)   # open_clip zero-inits bn3; make every block contribute
     state_dict = ref.state_dict()
-    ours = build_model(state_dict)
+    ours = build_model(state_dict, precision="fp32")
     # Same names, same shapes: OpenAI-style open_clip models use OpenAI's parameter names.
     assert ours.state_dict().keys() == state_dict.keys()
     assert config_from_state_dict(state_dict) == MODEL_CONFIGS[our_name]
@@ -143,12 +143,50 @@ def test_build_model_accepts_and_drops_openai_extra_keys():
     sd["context_length"] = torch.tensor(77)
     sd["vocab_size"] = torch.tensor(49408)
     half = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
-    rebuilt = build_model(half)
+    rebuilt = build_model(half, precision="fp32")
     assert not rebuilt.training and rebuilt.dtype == torch.float32
     for k, v in rebuilt.state_dict().items():
+        assert v.dtype == sd[k].dtype
         torch.testing.assert_close(v, sd[k].half().float() if v.is_floating_point() else sd[k])
     with pytest.raises(ValueError, match="not a CLIP state dict"):
         build_model({"foo": torch.zeros(1)})
+    with pytest.raises(ValueError, match="precision"):
+        build_model(sd, precision="bf16")
+
+
+@pytest.mark.parametrize("config", ["vit", "resnet"])
+def test_build_model_returns_openai_fp16_layout(config):
+    """OpenAI's build_model converts (convert_weights) and then loads: the converted tensors hold
+    the fp16 rounding of the given values, the others the values themselves, in fp32."""
+    model = tiny_model(TINY_RESNET if config == "resnet" else TINY_VIT)
+    if config == "resnet":
+        randomize_batchnorm(model)
+    sd = model.state_dict()
+    built = build_model(sd)
+    assert not built.training and built.dtype == torch.float16
+    expected = convert_weights(tiny_model(TINY_RESNET if config == "resnet" else TINY_VIT))
+    for (k, v), (k2, ref) in zip(built.state_dict().items(), expected.state_dict().items()):
+        assert k == k2 and v.dtype == ref.dtype, k          # the same layout as convert_weights
+        assert torch.equal(v, sd[k].to(v.dtype)), k         # rounded once, from the given values
+    half = {k for k, v in built.state_dict().items() if v.dtype == torch.float16}
+    assert {"visual.conv1.weight", "text_projection", "transformer.resblocks.0.attn.in_proj_weight",
+            "transformer.resblocks.0.attn.out_proj.bias", "transformer.resblocks.1.mlp.c_fc.weight"} <= half
+    assert not half & {"token_embedding.weight", "positional_embedding", "ln_final.weight",
+                       "logit_scale", "transformer.resblocks.0.ln_1.weight"}
+    # no memory shared with the caller's state dict
+    built.token_embedding.weight.data.add_(1)
+    assert not torch.equal(built.token_embedding.weight.float(), sd["token_embedding.weight"])
+    with torch.no_grad():   # fp32 inputs are cast by encode_image, as OpenAI's
+        ref = build_model(sd, precision="fp32").encode_text(clip.tokenize(TEXTS[:2]))
+        out = built.encode_text(clip.tokenize(TEXTS[:2])) if config == "vit" else None
+    if out is not None:
+        assert out.dtype == torch.float16
+        assert (torch.nn.functional.cosine_similarity(out.float(), ref, dim=-1) > 0.99).all()
+
+
+def test_build_model_rejects_design_details_with_advice():
+    with pytest.raises(TypeError, match="MaPLe/PromptSRC repositories.*import_upstream_checkpoint"):
+        build_model(tiny_model().state_dict(), {"trainer": "IVLP", "vision_depth": 0})
 
 
 def test_text_transformer_is_causal_on_truncated_sequences():

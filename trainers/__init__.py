@@ -1,26 +1,78 @@
 """Trainers: one file per method on the shared core in ``trainers/core/``.
 
-Importing this package imports every module of the folder (each registers its trainer in
-``dassl.engine.TRAINER_REGISTRY``) and then the user's method files named by the environment
-variable ``MMLOP_TRAINERS`` (paths of ``.py`` files or of folders of them, separated by
-``os.pathsep``), so a new method is one file, here or anywhere (docs/ADDING_A_METHOD.md).
-``extend_cfg`` adds the ``TRAINER.<NODE>`` keys of every registered trainer.
+Importing this package imports every module of the folder, in alphabetical order (each registers
+its trainer in ``dassl.engine.TRAINER_REGISTRY`` under its class name), then the user's method
+files named by the environment variable ``MMLOP_TRAINERS`` (paths of ``.py`` files or of folders
+of them, separated by ``os.pathsep``, imported in that order), so a new method is one file, here or
+anywhere (docs/ADDING_A_METHOD.md). ``extend_cfg`` adds the ``TRAINER.<NODE>`` keys of every
+registered trainer.
+
+**Two trainers under one name.** A user's file may register a name this project already uses,
+e.g. upstream CoOp's ``trainers/coop.py`` saved as ``trainers/coop_upstream.py`` or named in
+``MMLOP_TRAINERS`` registers ``CoOp`` as ours does. Such a conflict never stops the import: every
+other trainer stays usable, ``import trainers`` prints one warning line (on stderr) naming the two
+files, and using the name (``--trainer CoOp``) stops with a message naming both places and the
+ways out. To choose, set ``MMLOP_TRAINER_OVERRIDES`` (comma-separated entries):
+
+* ``MMLOP_TRAINER_OVERRIDES="CoOp,CoCoOp"``: for each name listed, the registration made last
+  wins. Given the import order above, a file of ``MMLOP_TRAINERS`` wins over one of this folder,
+  and ``trainers/coop_upstream.py`` over ``trainers/coop.py``.
+* ``MMLOP_TRAINER_OVERRIDES="CoOp=/path/to/coop.py"``: the registration made by that file wins,
+  whatever the order; the file is imported (after the others) if neither this folder nor
+  ``MMLOP_TRAINERS`` holds it. If it does not register that name, the name is unusable with a
+  message saying so. Entries of both forms can be mixed.
+
+An override prints one line (stderr) naming the file that provides the name. The config keys of
+the replaced trainer (``TRAINER.COOP``: upstream's keys plus ours) are still added when the winning
+class defines none (upstream's trainer files leave that to upstream's ``train.py``), so upstream
+config files load. ``TRAINER_REGISTRY.overridden(name)`` lists what was set aside and
+``TRAINER_REGISTRY.conflicts()`` the unresolved names.
 """
 import importlib
 import importlib.util
 import os
 import pkgutil
 import sys
+from typing import Optional
 
 from dassl.engine import TRAINER_REGISTRY
+from dassl.utils.registry import Origin, same_file
 
 USER_TRAINERS_ENV = "MMLOP_TRAINERS"
+OVERRIDES_ENV = "MMLOP_TRAINER_OVERRIDES"
 
-_MODULES = [
-    importlib.import_module(f"{__name__}.{_m.name}")
-    for _m in pkgutil.iter_modules(__path__)
-    if not _m.name.startswith("_") and not _m.ispkg
-]
+
+def _short(origin: Optional[Origin]) -> str:
+    """The file of a registration, relative to the working directory when it lies below it."""
+    if origin is None or not origin.file:
+        return f"module {origin.module}" if origin else "an unknown place"
+    rel = os.path.relpath(origin.file)
+    return origin.file if rel.startswith("..") else rel
+
+
+def parse_overrides(value: str) -> dict[str, Optional[str]]:
+    """``MMLOP_TRAINER_OVERRIDES`` -> ``{name: absolute file path or None}`` (see the docstring)."""
+    overrides: dict[str, Optional[str]] = {}
+    for entry in filter(None, (e.strip() for e in value.split(","))):
+        name, sep, path = (part.strip() for part in entry.partition("="))
+        if not name.isidentifier() or (sep and not path):
+            raise ValueError(f"{OVERRIDES_ENV}={value!r}: {entry!r} is not a trainer name or "
+                             "NAME=path/to/file.py (entries are separated by commas)")
+        if path:
+            path = os.path.abspath(os.path.expanduser(path))
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{OVERRIDES_ENV} names {path} for the trainer {name}, "
+                                        "but that file does not exist")
+        overrides[name] = path or None
+    return overrides
+
+
+def _duplicate_advice(name: str, first: Origin, second: Origin) -> str:
+    return (f'The name "{name}" is unusable until this is resolved (the other trainers work). To '
+            f"use the second, set {OVERRIDES_ENV}={name} (the later registration wins) or "
+            f"{OVERRIDES_ENV}={name}={second.file or second.module} (that file wins); to keep the "
+            f"first, remove the second file from trainers/ or from {USER_TRAINERS_ENV}, or rename "
+            "its class (a trainer is registered under its class name). See trainers/__init__.py")
 
 
 def _user_files(value: str) -> list[str]:
@@ -50,12 +102,75 @@ def _import_file(path: str):
     return module
 
 
-_USER_MODULES = [_import_file(p) for p in _user_files(os.environ.get(USER_TRAINERS_ENV, ""))]
+def _check_overrides(overrides: dict[str, Optional[str]]) -> None:
+    """Make a ``NAME=path`` override whose file did not register NAME an error of that name."""
+    for name, source in overrides.items():
+        if source is None or name in TRAINER_REGISTRY.conflicts():
+            continue
+        origin = TRAINER_REGISTRY.origin(name)
+        if origin is not None and same_file(origin.file, source):
+            continue
+        places = [o for o in [origin] + [o for _, o in TRAINER_REGISTRY.overridden(name)] if o]
+        found = ", ".join(_short(o) for o in places) or "no file"
+        TRAINER_REGISTRY.mark_conflict(
+            name, f'{OVERRIDES_ENV} asks for the trainer "{name}" of {source}, but that file '
+                  f'registers no class named "{name}" (it is registered by: {found}). Fix the path '
+                  "or the class name (a trainer is registered under its class name), or drop the "
+                  "entry")
+
+
+def _report(overrides: dict[str, Optional[str]]) -> None:
+    """One stderr line per override applied and per unresolved name."""
+    origins = TRAINER_REGISTRY.conflict_origins()
+    for name, message in TRAINER_REGISTRY.conflicts().items():
+        places = origins.get(name, [])
+        if len(places) >= 2:
+            message = (f"registered by {' and by '.join(_short(o) for o in places)}; set "
+                       f"{OVERRIDES_ENV}={name} to use {_short(places[-1])}, or remove one file "
+                       f"(--trainer {name} explains, the other trainers work)")
+        print(f"warning: trainer {name} is unusable: {message}", file=sys.stderr)
+    for name in overrides:
+        lost = TRAINER_REGISTRY.overridden(name)
+        if lost and name not in TRAINER_REGISTRY.conflicts():
+            others = ", ".join(_short(o) for _, o in lost)
+            print(f"note: trainer {name} comes from {_short(TRAINER_REGISTRY.origin(name))} "
+                  f"({OVERRIDES_ENV}), not from {others}", file=sys.stderr)
+
+
+_OVERRIDES = parse_overrides(os.environ.get(OVERRIDES_ENV, ""))
+for _name, _source in _OVERRIDES.items():
+    TRAINER_REGISTRY.allow_override(_name, _source)
+TRAINER_REGISTRY.duplicate_advice = _duplicate_advice
+
+with TRAINER_REGISTRY.deferring_conflicts():
+    _MODULES = [
+        importlib.import_module(f"{__name__}.{_m.name}")
+        for _m in pkgutil.iter_modules(__path__)
+        if not _m.name.startswith("_") and not _m.ispkg
+    ]
+    _files = _user_files(os.environ.get(USER_TRAINERS_ENV, ""))
+    _imported = [m.__file__ for m in _MODULES] + _files
+    _files += [p for p in dict.fromkeys(s for s in _OVERRIDES.values() if s)
+               if not any(same_file(p, q) for q in _imported)]
+    _USER_MODULES = [_import_file(p) for p in _files]
+_check_overrides(_OVERRIDES)
+_report(_OVERRIDES)
+
+
+def _config_hook(name: str):
+    """``add_config`` of the trainer registered as ``name``, else of the ones it replaced."""
+    candidates = [TRAINER_REGISTRY.get(name)] + [obj for obj, _ in TRAINER_REGISTRY.overridden(name)]
+    for cls in candidates:
+        add_config = getattr(cls, "add_config", None)
+        if add_config is not None:
+            return add_config
+    return None
 
 
 def extend_cfg(cfg) -> None:
-    """Add the config node of every registered trainer that defines ``add_config``."""
+    """Add the config node of every usable registered trainer that defines ``add_config`` (for an
+    overridden name without one: the node of the trainer it replaced)."""
     for name in TRAINER_REGISTRY.registered_names():
-        add_config = getattr(TRAINER_REGISTRY.get(name), "add_config", None)
+        add_config = _config_hook(name)
         if add_config is not None:
             add_config(cfg)
