@@ -24,5 +24,10 @@ setup(
     py_modules=[],
     install_requires=read_requirements(),
     # scikit-learn: only the tests use it (a reference for the evaluator's macro F1); ruff: the lint.
-    extras_require={"test": ["pytest>=7", "open-clip-torch>=2.20", "scikit-learn>=1.1", "ruff>=0.6"]},
+    # submitit: scripts/sweep.py's Slurm and submitit-local backends (the tests run the latter).
+    extras_require={"test": ["pytest>=7", "open-clip-torch>=2.20", "scikit-learn>=1.1", "ruff>=0.6",
+                             "submitit>=1.5"],
+                    "slurm": ["submitit>=1.5"],
+                    # open_clip: MODEL.BACKBONE.NAME open_clip:<model>:<tag or file> (clip/open_clip_models.py).
+                    "open_clip": ["open-clip-torch>=2.20"]},
 )

@@ -32,10 +32,11 @@ from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Norma
 from tqdm import tqdm
 
 from .model import _build, build_model
+from .open_clip_models import is_open_clip_name
 from .simple_tokenizer import SimpleTokenizer
 
 __all__ = ["available_models", "load", "tokenize", "build_model", "load_state_dict",
-           "default_cache_dir"]
+           "default_cache_dir", "token_count", "is_open_clip_name"]
 
 _BASE = "https://openaipublic.azureedge.net/clip/models"
 _MODELS = {
@@ -197,9 +198,44 @@ def _transform(n_px: int) -> Compose:
     ])
 
 
+class _ResizeLongest:
+    """Resize so that the longer edge is ``size`` (open_clip's ``resize_mode="longest"``; the
+    center crop that follows pads the shorter edge with zeros)."""
+
+    def __init__(self, size: int, interpolation: InterpolationMode):
+        self.size, self.interpolation = size, interpolation
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        from torchvision.transforms import functional as TF
+
+        w, h = image.size
+        scale = self.size / max(w, h)
+        return TF.resize(image, [max(1, round(h * scale)), max(1, round(w * scale))],
+                         interpolation=self.interpolation)
+
+
+def _preprocess_transform(cfg: dict) -> Compose:
+    """Eval preprocessing of a model's ``preprocess_cfg`` (open_clip models): ``resize_mode``
+    ``shortest`` (resize + center crop, OpenAI's), ``squash`` (resize to a square) or
+    ``longest`` (fit inside, zero padding), then RGB, tensor and the model's normalization."""
+    n_px = int(cfg["size"])
+    interpolation = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
+                     "nearest": InterpolationMode.NEAREST}[cfg.get("interpolation", "bicubic")]
+    mode = cfg.get("resize_mode", "shortest")
+    if mode == "squash":
+        resize = [Resize((n_px, n_px), interpolation=interpolation)]
+    elif mode == "longest":
+        resize = [_ResizeLongest(n_px, interpolation), CenterCrop(n_px)]
+    else:
+        resize = [Resize(n_px, interpolation=interpolation), CenterCrop(n_px)]
+    return Compose([*resize, _convert_image_to_rgb, ToTensor(),
+                    Normalize(tuple(cfg["mean"]), tuple(cfg["std"]))])
+
+
 def load(name: str, device: str | torch.device | None = None, jit: bool = False,
          download_root: str | None = None, precision: str | None = None):
-    """Load a CLIP model by name (``available_models()``) or from a local file path.
+    """Load a CLIP model by name (``available_models()``), from a local file path, or an open_clip
+    model named ``open_clip:<model>:<pretrained tag or weights file>`` (``clip.open_clip_models``).
 
     Returns ``(model, preprocess)``: the model in eval mode on ``device`` (default ``"cuda"`` when
     available, else ``"cpu"``) and the torchvision transform for its input resolution.
@@ -209,7 +245,10 @@ def load(name: str, device: str | torch.device | None = None, jit: bool = False,
 
     The model is built as ``build_model`` builds it (random initialization, then the weights), so
     loading advances the global torch generator exactly as OpenAI's ``build_model``/``load`` and
-    the ``load_clip_to_cpu`` of CoOp-family code do, whatever the precision.
+    the ``load_clip_to_cpu`` of CoOp-family code do, whatever the precision. An open_clip model
+    is built without drawing random numbers (there is no upstream stream to follow), downloads
+    through open_clip's cache (``download_root`` is its ``cache_dir``), and comes with the
+    preprocessing it was trained with (``model.preprocess_cfg``).
     """
     if jit:
         raise NotImplementedError("jit=True is not supported by this implementation; "
@@ -222,13 +261,19 @@ def load(name: str, device: str | torch.device | None = None, jit: bool = False,
     if precision not in ("fp16", "fp32"):
         raise ValueError(f"precision must be 'fp16' or 'fp32', got {precision!r}")
 
+    if is_open_clip_name(name):
+        from .open_clip_models import build as build_open_clip
+
+        model = build_open_clip(name, precision=precision, cache_dir=download_root)
+        model = model.to(device).eval()
+        return model, _preprocess_transform(model.preprocess_cfg)
     if name in _MODELS:
         path = _download(_MODELS[name], download_root)
     elif os.path.isfile(os.path.expanduser(name)):
         path = os.path.expanduser(name)
     else:
         raise RuntimeError(f"Model {name} not found; available models = {available_models()} "
-                           "(or pass the path of a model file)")
+                           "(or pass the path of a model file, or open_clip:<model>:<tag or file>)")
 
     # The state dict is ours alone: the model may keep its tensors instead of copying them.
     model = _build(load_state_dict(path), precision, copy=False)
@@ -239,6 +284,14 @@ def load(name: str, device: str | torch.device | None = None, jit: bool = False,
 @functools.cache
 def _get_tokenizer() -> SimpleTokenizer:
     return SimpleTokenizer()
+
+
+def token_count(texts: str | Sequence[str]) -> list[int]:
+    """Number of BPE tokens of each text, without the start and end tokens (no context limit)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    tokenizer = _get_tokenizer()
+    return [len(tokenizer.encode(text)) for text in texts]
 
 
 def tokenize(texts: str | Sequence[str], context_length: int = 77,

@@ -29,6 +29,11 @@ order) depends on it. ``CLIP.__init__`` draws in OpenAI's order (module construc
 ``initialize_parameters``), and ``build_model`` / ``clip.load`` construct the model the same way
 before loading, so a run seeded as an upstream run draws the same numbers after loading CLIP.
 ``build_model_from_config`` is the way to get a randomly initialized model.
+
+Other architectures (open_clip's LAION, DataComp, MetaCLIP, ... models, ``clip.open_clip_models``)
+use the same modules and parameter names with keyword-only options of ``CLIP``: attention heads of
+the image tower, MLP widths, and the activation (QuickGELU, OpenAI's default, or GELU).
+``build_model_with_config(state_dict, config)`` loads such a model without drawing random numbers.
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "ACTIVATIONS",
     "MODEL_CONFIGS",
     "AttentionPool2d",
     "Bottleneck",
@@ -53,6 +59,7 @@ __all__ = [
     "VisionTransformer",
     "build_model",
     "build_model_from_config",
+    "build_model_with_config",
     "config_from_state_dict",
     "convert_weights",
 ]
@@ -104,22 +111,41 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
+# The MLP activations a CLIP may use: OpenAI's QuickGELU (the default) or the exact GELU that most
+# open_clip models (LAION, DataComp, ...) were trained with. Neither has parameters, so the choice
+# never changes the state dict.
+ACTIVATIONS = ("quick_gelu", "gelu")
+
+
+def _activation(name: str) -> nn.Module:
+    if name == "quick_gelu":
+        return QuickGELU()
+    if name == "gelu":
+        return nn.GELU()
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+
+
 class ResidualAttentionBlock(nn.Module):
     """Pre-LN transformer block on sequence-first input ``[L, N, D]``.
+
+    ``mlp_width`` (default ``4 * d_model``, OpenAI's) is the hidden width of the MLP and
+    ``activation`` its activation (``"quick_gelu"``, OpenAI's, or ``"gelu"``).
 
     ``attn_mask`` (optional, additive float mask ``[S, S]``) is kept as a non-persistent buffer,
     so it follows ``.to()`` but is not part of the state dict; it is sliced to ``[:L, :L]`` for a
     sequence of length ``L``.
     """
 
-    def __init__(self, d_model: int, n_head: int, attn_mask: torch.Tensor | None = None):
+    def __init__(self, d_model: int, n_head: int, attn_mask: torch.Tensor | None = None,
+                 mlp_width: int | None = None, activation: str = "quick_gelu"):
         super().__init__()
+        mlp_width = mlp_width or d_model * 4
         self.attn = nn.MultiheadAttention(d_model, n_head)
         self.ln_1 = LayerNorm(d_model)
         self.mlp = nn.Sequential(OrderedDict([
-            ("c_fc", nn.Linear(d_model, d_model * 4)),
-            ("gelu", QuickGELU()),
-            ("c_proj", nn.Linear(d_model * 4, d_model)),
+            ("c_fc", nn.Linear(d_model, mlp_width)),
+            ("gelu", _activation(activation)),     # OpenAI's module name, whichever activation
+            ("c_proj", nn.Linear(mlp_width, d_model)),
         ]))
         self.ln_2 = LayerNorm(d_model)
         self.register_buffer("attn_mask", attn_mask, persistent=False)
@@ -144,12 +170,14 @@ class ResidualAttentionBlock(nn.Module):
 class Transformer(nn.Module):
     """A stack of ``ResidualAttentionBlock`` on sequence-first input ``[L, N, D]``."""
 
-    def __init__(self, width: int, layers: int, heads: int, attn_mask: torch.Tensor | None = None):
+    def __init__(self, width: int, layers: int, heads: int, attn_mask: torch.Tensor | None = None,
+                 mlp_width: int | None = None, activation: str = "quick_gelu"):
         super().__init__()
         self.width = width
         self.layers = layers
         self.resblocks = nn.ModuleList(
-            [ResidualAttentionBlock(width, heads, attn_mask) for _ in range(layers)])
+            [ResidualAttentionBlock(width, heads, attn_mask, mlp_width, activation)
+             for _ in range(layers)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.resblocks:
@@ -161,7 +189,8 @@ class VisionTransformer(nn.Module):
     """ViT image tower: patch conv, [CLS] + positional embedding, ln_pre, blocks, ln_post, proj."""
 
     def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int,
-                 heads: int, output_dim: int):
+                 heads: int, output_dim: int, mlp_width: int | None = None,
+                 activation: str = "quick_gelu"):
         super().__init__()
         self.input_resolution = input_resolution
         self.output_dim = output_dim
@@ -171,7 +200,8 @@ class VisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads)
+        self.transformer = Transformer(width, layers, heads, mlp_width=mlp_width,
+                                       activation=activation)
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
@@ -317,6 +347,13 @@ class CLIP(nn.Module):
     ``vision_layers`` is a 4-tuple for a ResNet image tower (then ``vision_patch_size`` is unused)
     or an int for a ViT.
 
+    Keyword-only arguments for architectures other than OpenAI's (open_clip's LAION, DataComp,
+    MetaCLIP, ... models, see ``clip.open_clip_models``); their defaults are OpenAI's:
+    ``vision_heads`` (default ``vision_width // 64``; ResNet ``vision_width * 32 // 64``),
+    ``vision_mlp_width`` and ``text_mlp_width`` (default 4 x the tower's width) and ``activation``
+    (``"quick_gelu"``, OpenAI's, or ``"gelu"``). None of them changes a parameter name, and with
+    the defaults the constructor draws exactly the random numbers OpenAI's draws.
+
     The order in which submodules are created and initialized is part of the interface: it draws
     from the global generator exactly as OpenAI's constructor does (``build_model`` relies on it to
     leave the generator where OpenAI's leaves it). Add new modules only after the existing ones.
@@ -325,22 +362,30 @@ class CLIP(nn.Module):
     def __init__(self, embed_dim: int, image_resolution: int,
                  vision_layers: int | Sequence[int], vision_width: int,
                  vision_patch_size: int | None, context_length: int, vocab_size: int,
-                 transformer_width: int, transformer_heads: int, transformer_layers: int):
+                 transformer_width: int, transformer_heads: int, transformer_layers: int, *,
+                 vision_heads: int | None = None, vision_mlp_width: int | None = None,
+                 text_mlp_width: int | None = None, activation: str = "quick_gelu"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.context_length = context_length
         self.vocab_size = vocab_size
+        self.activation = activation
         if isinstance(vision_layers, (tuple, list)):
             self.visual = ModifiedResNet(layers=vision_layers, output_dim=embed_dim,
-                                         heads=vision_width * 32 // 64,
+                                         heads=vision_heads or vision_width * 32 // 64,
                                          input_resolution=image_resolution, width=vision_width)
         else:
             self.visual = VisionTransformer(input_resolution=image_resolution,
                                             patch_size=vision_patch_size, width=vision_width,
-                                            layers=vision_layers, heads=vision_width // 64,
-                                            output_dim=embed_dim)
+                                            layers=vision_layers,
+                                            heads=vision_heads or vision_width // 64,
+                                            output_dim=embed_dim, mlp_width=vision_mlp_width,
+                                            activation=activation)
         self.transformer = Transformer(width=transformer_width, layers=transformer_layers,
                                        heads=transformer_heads,
-                                       attn_mask=self.build_attention_mask())
+                                       attn_mask=self.build_attention_mask(),
+                                       mlp_width=text_mlp_width, activation=activation)
         self.token_embedding = nn.Embedding(vocab_size, transformer_width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
         self.ln_final = LayerNorm(transformer_width)
@@ -574,3 +619,43 @@ def build_model_from_config(name_or_config: str | Mapping, **overrides) -> CLIP:
         config = dict(name_or_config)
     config.update(overrides)
     return CLIP(**config)
+
+
+def _restore_attention_masks(model: CLIP) -> None:
+    """Give the text blocks a real causal mask (after a construction on the meta device, whose
+    non-persistent mask buffers hold no data)."""
+    with torch.device("cpu"):
+        mask = model.build_attention_mask()
+    for block in model.transformer.resblocks:
+        block.attn_mask = mask
+
+
+def build_model_with_config(state_dict: Mapping[str, torch.Tensor], config: Mapping, *,
+                            precision: str = "fp32", random_init: bool = False,
+                            copy: bool = True) -> CLIP:
+    """``CLIP(**config)`` loaded (strictly) with ``state_dict``, for architectures that the
+    parameter shapes alone do not determine (heads, activation: see ``CLIP``).
+
+    Unlike ``build_model``, the model is constructed on the meta device by default: no random
+    initialization is drawn (the global generator is left alone) and no second copy of the weights
+    is ever allocated, which matters for multi-billion-parameter towers. ``random_init=True``
+    constructs it on the CPU with OpenAI's initialization first, as ``build_model`` does.
+    ``precision``: ``"fp32"`` (exact values) or ``"fp16"`` (OpenAI's mixed layout, as
+    ``convert_weights``). ``copy=False`` lets the model keep the tensors of ``state_dict`` where
+    no conversion is needed (a throwaway dict). The result is in eval mode, on the CPU.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'fp16' or 'fp32', got {precision!r}")
+    state_dict = {k: v for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
+    if random_init:
+        model = _construct(config)
+    else:
+        with torch.device("meta"):
+            model = CLIP(**config)
+    half = _half_tensor_names(model) if precision == "fp16" else frozenset()
+    _assign_weights(model, state_dict, copy, half)
+    _restore_attention_masks(model)
+    left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:
+        raise RuntimeError(f"tensors without values after loading: {left[:5]}")
+    return model.eval()

@@ -16,8 +16,9 @@ import clip
 
 
 def _count_tokens(texts: Sequence[str]) -> list[int]:
-    """Number of BPE tokens of each text (without start/end tokens)."""
-    return [int(t) - 1 for t in clip.tokenize(list(texts)).argmax(dim=-1)]
+    """Number of BPE tokens of each text (without start/end tokens), whatever the context length
+    of the model that will read them."""
+    return clip.token_count(list(texts))
 
 
 def count_tokens(text: str) -> int:

@@ -39,6 +39,7 @@ from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from yacs.config import CfgNode
 
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
@@ -87,8 +88,34 @@ class PromptTrainer(TrainerX):
 
     def check_cfg(self, cfg) -> None:
         if self.config_node:
+            self.complete_config(cfg)
             node = cfg.TRAINER[self.config_node]
             self.check_config(cfg, node, f"TRAINER.{self.config_node}")
+
+    @classmethod
+    def complete_config(cls, cfg) -> None:
+        """Add the ``TRAINER.<config_node>`` keys that ``cfg`` lacks, with their defaults: a config
+        built by an upstream ``train.py`` (whose ``extend_cfg`` knows only upstream's keys) then
+        runs this trainer unchanged."""
+        fresh = CfgNode()
+        fresh.TRAINER = CfgNode()
+        cls.add_config(fresh)
+        defaults = fresh.TRAINER[cls.config_node]
+        node = cfg.TRAINER.get(cls.config_node)
+        missing = [k for k in defaults if node is None or k not in node]
+        if not missing:
+            return
+        frozen = cfg.is_frozen()
+        cfg.defrost()
+        if node is None:
+            cfg.TRAINER[cls.config_node] = defaults
+        else:
+            for key in missing:
+                node[key] = defaults[key]
+        if frozen:
+            cfg.freeze()
+        print(f"Note: the config has no TRAINER.{cls.config_node}.{{{', '.join(missing)}}}: using the defaults "
+              f"({', '.join(f'{k}={defaults[k]!r}' for k in missing)})")
 
     @property
     def node(self):
@@ -96,15 +123,20 @@ class PromptTrainer(TrainerX):
         return self.cfg.TRAINER[self.config_node]
 
     def load_backbone(self) -> nn.Module:
-        """fp32 CLIP on ``self.device``; sets ``self.precision`` from ``TRAINER.<node>.PREC``."""
+        """fp32 CLIP on ``self.device``; sets ``self.precision`` from ``TRAINER.<node>.PREC``.
+
+        ``MODEL.BACKBONE.NAME``: an OpenAI name, a file, or ``open_clip:<model>:<tag or file>``
+        (``backbone.load_clip_to_cpu``). ``INPUT.SIZE`` must equal the model's resolution and, for
+        open_clip models, ``INPUT.PIXEL_MEAN/STD`` its normalization (``check_input_config``:
+        one error naming the keys and values to set; the config is not silently changed, since the
+        transforms and ``config.yaml`` are made before the backbone is loaded)."""
+        from .backbone import check_input_config
+
         cfg = self.cfg
         name = cfg.MODEL.BACKBONE.NAME
         print(f"Loading CLIP (backbone: {name})")
         clip_model = load_clip_to_cpu(name)
-        clip_size = int(clip_model.visual.input_resolution)
-        if tuple(cfg.INPUT.SIZE)[0] != clip_size:
-            raise ValueError(f"cfg_imsize ({cfg.INPUT.SIZE[0]}) must equal to clip_imsize "
-                             f"({clip_size}): set INPUT.SIZE ({clip_size}, {clip_size})")
+        check_input_config(cfg, clip_model)
         self.precision = resolve_precision(self.node.PREC, self.device,
                                            key=f"TRAINER.{self.config_node}.PREC")
         return clip_model.to(self.device)
