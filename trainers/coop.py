@@ -4,8 +4,9 @@ Config node ``TRAINER.COOP`` (upstream names and defaults): ``N_CTX`` 16, ``CSC`
 ``CTX_INIT`` "" (e.g. "a photo of a": then the context starts as those tokens' embeddings and
 N_CTX is its number of BPE tokens; upstream counted words, which differs for words such as
 "itap"), ``CLASS_TOKEN_POSITION`` end/middle/front, ``PREC`` fp16/fp32/bf16/amp (fp32 on CPU),
-plus ``TRUNCATE_TEXT`` and ``CACHE_TEXT`` (the core's exact speed-ups, ``core/encoders.py`` and
-``core/model.py``).
+plus ``TRUNCATE_TEXT``, ``CACHE_TEXT`` and ``SHARED_PREFIX`` (the core's exact speed-ups,
+``core/encoders.py`` and ``core/model.py``; ``SHARED_PREFIX`` applies to the ``end`` position with
+a generic context, the only layout whose rows before the class name are the same for all classes).
 The parameter is ``ctx`` (``[N_CTX, D]``, or ``[n_cls, N_CTX, D]`` with CSC); the registered
 module is ``prompt_learner``, whose checkpoints hold ``ctx`` only.
 """
@@ -79,7 +80,7 @@ class CoOpCLIP(PromptedCLIP):
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int,
                  ctx_init: str = "", csc: bool = False, position: str = "end",
                  precision: Precision | None = None, truncate_text: bool = True,
-                 cache_text: bool = True):
+                 cache_text: bool = True, shared_prefix: bool = True):
         if clean_ctx_init(ctx_init):
             n_ctx = count_tokens(clean_ctx_init(ctx_init))
         context = text_context(clip_model, ctx_init, n_ctx)
@@ -89,7 +90,12 @@ class CoOpCLIP(PromptedCLIP):
                                     len(classnames), csc and context.init is None, position,
                                     context.init)
         super().__init__(clip_model, classnames, learner, context.prefix, precision,
-                         truncate_text=truncate_text, cache_text=cache_text)
+                         truncate_text=truncate_text, cache_text=cache_text,
+                         shared_prefix=shared_prefix)
+        if position == "end" and learner.ctx.dim() == 2:
+            # "[SOS] ctx <class>.": the rows before the class name are the same for all classes
+            # (middle/front/CSC put class-specific rows among them and declare none)
+            self.text_encoder.prefix_len = self.prefix_len
 
     def encode_class_texts(self, text_prompts=()) -> torch.Tensor:
         cp = self.class_prompts
@@ -120,7 +126,7 @@ class CoOp(CrossEntropyPromptTrainer):
 
     @classmethod
     def add_config(cls, cfg) -> None:
-        """Upstream keys plus the two speed-up switches."""
+        """Upstream keys plus the three speed-up switches."""
         cfg.TRAINER.COOP = CN()
         node = cfg.TRAINER.COOP
         node.N_CTX = 16
@@ -130,6 +136,7 @@ class CoOp(CrossEntropyPromptTrainer):
         node.CLASS_TOKEN_POSITION = "end"
         node.TRUNCATE_TEXT = True
         node.CACHE_TEXT = True
+        node.SHARED_PREFIX = True
 
     @classmethod
     def check_config(cls, cfg, node, prefix: str) -> None:
@@ -144,5 +151,5 @@ class CoOp(CrossEntropyPromptTrainer):
         print("Building custom CLIP")
         self.model = CoOpCLIP(clip_model, self.dm.dataset.classnames, node.N_CTX, node.CTX_INIT,
                               node.CSC, node.CLASS_TOKEN_POSITION, self.precision,
-                              node.TRUNCATE_TEXT, node.CACHE_TEXT)
+                              node.TRUNCATE_TEXT, node.CACHE_TEXT, node.SHARED_PREFIX)
         self.register_prompt_learner(self.model.prompt_learner)

@@ -21,6 +21,7 @@ CTX_INIT             "a photo of a"  text init and prompt text ('' = random, "X"
 PREC                 "fp16"          ``fp32``/``fp16``/``bf16``/``amp`` (fp32 on CPU)
 TRUNCATE_TEXT        True            exact speed-up: text tower up to the last EOT row
 CACHE_TEXT           True            exact speed-up: text features once per evaluation
+SHARED_PREFIX        True            exact speed-up: rows before the class name run once
 ===================  ==============  ====================================================
 
 Configs: ``configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml`` (MaPLe repo, depth 12),
@@ -56,6 +57,7 @@ def add_ivlp_keys(node: CN) -> CN:
     node.PREC = "fp16"
     node.TRUNCATE_TEXT = True
     node.CACHE_TEXT = True
+    node.SHARED_PREFIX = True
     return node
 
 
@@ -80,6 +82,7 @@ class IVLPSettings:
     ctx_init: str = "a photo of a"
     truncate_text: bool = True
     cache_text: bool = True
+    shared_prefix: bool = True
     key: str = "TRAINER.IVLP"
 
     @classmethod
@@ -88,7 +91,7 @@ class IVLPSettings:
         return cls(n_ctx_text=node.N_CTX_TEXT, n_ctx_vision=node.N_CTX_VISION,
                    depth_text=node.PROMPT_DEPTH_TEXT, depth_vision=node.PROMPT_DEPTH_VISION,
                    ctx_init=node.CTX_INIT, truncate_text=node.TRUNCATE_TEXT,
-                   cache_text=node.CACHE_TEXT, key=key)
+                   cache_text=node.CACHE_TEXT, shared_prefix=node.SHARED_PREFIX, key=key)
 
     def validate(self, clip_model: nn.Module) -> None:
         """Raise ``ValueError`` naming the key that does not fit ``clip_model``."""
@@ -154,7 +157,7 @@ class IVLPCLIP(PromptedCLIP):
         learner = IVLPPromptLearner(settings, text_dim, vision_dim, context.init)
         super().__init__(clip_model, classnames, learner, context.prefix, precision,
                          anchor_templates=anchor_templates, truncate_text=settings.truncate_text,
-                         cache_text=settings.cache_text)
+                         cache_text=settings.cache_text, shared_prefix=settings.shared_prefix)
         self.settings = settings
 
     def prompted_features(self) -> tuple[torch.Tensor, list[torch.Tensor]]:

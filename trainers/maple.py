@@ -15,7 +15,7 @@ cast to the activation dtype where inserted. ViT-B/16, ``n`` 2, ``J`` 9: 3,555,0
 
 Config node ``TRAINER.MAPLE`` (upstream names): ``N_CTX`` 2, ``CTX_INIT`` "a photo of a",
 ``PREC`` "fp16" (``fp32``/``fp16``/``bf16``/``amp``; fp32 on CPU), ``PROMPT_DEPTH`` 9, plus
-``TRUNCATE_TEXT`` and ``CACHE_TEXT`` (the core's exact speed-ups). Configs:
+``TRUNCATE_TEXT``, ``CACHE_TEXT`` and ``SHARED_PREFIX`` (the core's exact speed-ups). Configs:
 ``configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml`` (base-to-novel) and
 ``vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml`` (ImageNet -> others, depth 3, 2 epochs).
 """
@@ -65,7 +65,7 @@ class MaPLeCLIP(PromptedCLIP):
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = 2,
                  depth: int = 9, ctx_init: str = "a photo of a",
                  precision: Precision | None = None, truncate_text: bool = True,
-                 cache_text: bool = True):
+                 cache_text: bool = True, shared_prefix: bool = True):
         text_dim, vision_dim, text_layers, vision_layers = backbone_dims(clip_model)
         if not vision_dim:
             raise ValueError("MaPLe needs a ViT backbone (vision prompts); this CLIP has a "
@@ -81,7 +81,8 @@ class MaPLeCLIP(PromptedCLIP):
         print(f"Number of MaPLe context words (tokens): {n_ctx}")
         learner = MaPLePromptLearner(n_ctx, depth, text_dim, vision_dim, context.init)
         super().__init__(clip_model, classnames, learner, context.prefix, precision,
-                         truncate_text=truncate_text, cache_text=cache_text)
+                         truncate_text=truncate_text, cache_text=cache_text,
+                         shared_prefix=shared_prefix)
 
 
 @TRAINER_REGISTRY.register()
@@ -105,6 +106,7 @@ class MaPLe(CrossEntropyPromptTrainer):
         node.PROMPT_DEPTH = 9
         node.TRUNCATE_TEXT = True
         node.CACHE_TEXT = True
+        node.SHARED_PREFIX = True
 
     @classmethod
     def check_config(cls, cfg, node, prefix: str) -> None:
@@ -120,5 +122,5 @@ class MaPLe(CrossEntropyPromptTrainer):
         print("Building custom CLIP")
         self.model = MaPLeCLIP(clip_model, self.dm.dataset.classnames, node.N_CTX,
                                node.PROMPT_DEPTH, node.CTX_INIT, self.precision,
-                               node.TRUNCATE_TEXT, node.CACHE_TEXT)
+                               node.TRUNCATE_TEXT, node.CACHE_TEXT, node.SHARED_PREFIX)
         self.register_prompt_learner(self.model.prompt_learner)

@@ -48,6 +48,7 @@ GPA_MEAN, GPA_STD     15.0, 1.0       its Gaussian over 1-based epochs
 PREC                  "fp16"          ``fp32``/``fp16``/``bf16``/``amp`` (fp32 on CPU)
 TRUNCATE_TEXT         True            exact speed-up: text tower up to the last EOT row
 CACHE_TEXT            True            exact speed-up: text features once per evaluation
+SHARED_PREFIX         True            exact speed-up: rows before the class name run once
 ====================  ==============  =====================================================
 
 The rows of the paper's ablation (Table 4) are configs of their own
@@ -101,6 +102,7 @@ def add_mmlop_keys(node: CN) -> CN:
     node.PREC = "fp16"
     node.TRUNCATE_TEXT = True
     node.CACHE_TEXT = True
+    node.SHARED_PREFIX = True
     return node
 
 
@@ -120,6 +122,7 @@ class MMLoPSettings:
     drift_correction: bool = True
     truncate_text: bool = True
     cache_text: bool = True
+    shared_prefix: bool = True
 
     @classmethod
     def from_cfg(cls, node) -> MMLoPSettings:
@@ -130,7 +133,7 @@ class MMLoPSettings:
                    image_loss_weight=float(node.IMAGE_LOSS_WEIGHT),
                    kl_loss_weight=float(node.KL_LOSS_WEIGHT),
                    drift_correction=node.DRIFT_CORRECTION, truncate_text=node.TRUNCATE_TEXT,
-                   cache_text=node.CACHE_TEXT)
+                   cache_text=node.CACHE_TEXT, shared_prefix=node.SHARED_PREFIX)
 
     @property
     def needs_anchors(self) -> bool:
@@ -258,7 +261,8 @@ class MMLoPCLIP(PromptedCLIP):
                                      vision_dim=dims.vision_width, init_embeddings=context.init)
         super().__init__(clip_model, classnames, learner, context.prefix, precision,
                          anchor_templates=IMAGENET_TEMPLATES_60 if settings.needs_anchors else None,
-                         truncate_text=settings.truncate_text, cache_text=settings.cache_text)
+                         truncate_text=settings.truncate_text, cache_text=settings.cache_text,
+                         shared_prefix=settings.shared_prefix)
         self.settings = settings
 
     def correct(self, text: torch.Tensor) -> torch.Tensor:

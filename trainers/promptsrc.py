@@ -18,7 +18,7 @@ file or a changed schedule stops the resume with an error naming ``TRAINER.PROMP
 
 Config node ``TRAINER.PROMPTSRC``: IVLP's keys (``N_CTX_TEXT``/``N_CTX_VISION`` 4,
 ``PROMPT_DEPTH_TEXT``/``PROMPT_DEPTH_VISION`` 9, ``CTX_INIT``, ``PREC``, ``TRUNCATE_TEXT``,
-``CACHE_TEXT``) plus ``TEXT_LOSS_WEIGHT`` 25, ``IMAGE_LOSS_WEIGHT`` 10, ``KL_LOSS_WEIGHT`` 1
+``CACHE_TEXT``, ``SHARED_PREFIX``) plus ``TEXT_LOSS_WEIGHT`` 25, ``IMAGE_LOSS_WEIGHT`` 10, ``KL_LOSS_WEIGHT`` 1
 (hard-coded upstream), ``GPA`` True, ``GPA_MEAN`` 15, ``GPA_STD`` 1. Configs per protocol:
 ``vit_b16_c2_ep20_batch4_4+4ctx.yaml`` (base-to-novel, GPA 15/1),
 ``..._cross_datasets.yaml`` (depth 3, GPA 6/10), ``vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml``

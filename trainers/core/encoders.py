@@ -25,13 +25,33 @@ where they are inserted, so gradients reach the fp32 parameters.
 Exact speed-up (``truncate=True``): the text transformer is causal and pools at the end-of-text
 row, so no row after the last end-of-text position of the batch can change any output; the tower
 runs on the first ``max(eot_index) + 1`` rows only.
+
+Exact speed-up (shared prefix, ``prefix_len=P``): when rows ``0 .. P-1`` are the same for every
+sequence (the start token and the prompt prefix "<prefix>" of "<prefix> <classname>.", with the
+same ``[n, D]`` prompt over rows ``start .. start+n-1`` at every prompted layer), causality makes
+their hidden states the same for every sequence at every layer. They are then run once, as a batch
+of one sequence of ``P`` rows, and each sequence runs only its own rows ``P ..`` (class name,
+period, end-of-text), whose queries attend to the prefix's keys and values (shared, broadcast)
+followed by their own causal keys and values. The blocks' own parameters and modules are used
+(``ln_1``, ``attn.in_proj_*``, ``attn.out_proj``, ``ln_2``, ``mlp``), the attention through
+``scaled_dot_product_attention``; results equal the plain path within floating-point rounding,
+gradients included (a prompt's gradient is summed over the sequences through the broadcast). The
+caller declares ``P`` (``prefix_len``, or the encoder's ``prefix_len`` attribute while its
+``shared_prefix`` switch is on) and guarantees that rows ``0 .. P-1`` are equal across the batch
+and that every end-of-text row is at ``P`` or later; the encoder takes the path only when the
+call allows it: at least two sequences, more than ``P`` rows, every prompt ``[n, D]`` (shared)
+with its rows inside the prefix, and no forward hook on the blocks (hooks expect the blocks to run
+as modules on whole sequences). Per-sequence prompts ``[N, n, D]`` (CoCoOp) take the plain path.
+``path_counts`` counts the calls of each path.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _module
 
 PromptList = Sequence["torch.Tensor | None"]
 
@@ -61,8 +81,67 @@ def replace_rows(x: torch.Tensor, prompt: torch.Tensor, start: int, seq_dim: int
     return torch.cat([head, p, tail], dim=seq_dim)
 
 
+def _stock_block(block: nn.Module) -> bool:
+    """Whether ``block`` has CLIP's residual-block layout that the shared-prefix path runs."""
+    attn = getattr(block, "attn", None)
+    return (isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim
+            and attn.in_proj_bias is not None and attn.bias_k is None and not attn.add_zero_attn
+            and not attn.batch_first and attn.dropout == 0.0
+            and all(hasattr(block, name) for name in ("ln_1", "ln_2", "mlp")))
+
+
+def _hooked(blocks: nn.Module) -> bool:
+    """Whether a forward hook watches a block or one of its modules. The shared-prefix path does
+    not run the blocks as modules (nor on whole sequences), so hooked blocks run the plain path
+    and their hooks see what they expect."""
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in blocks.modules())
+
+
+def _heads(x: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Packed ``[N, L, 3D]`` projections -> queries, keys, values ``[N, H, L, D/H]`` each."""
+    n, length, _ = x.shape
+    q, k, v = x.view(n, length, 3, n_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    return q, k, v
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``[N, H, L, d]`` -> ``[N, L, H * d]``."""
+    n, h, length, d = x.shape
+    return x.transpose(1, 2).reshape(n, length, h * d)
+
+
+def shared_prefix_block(block: nn.Module, head: torch.Tensor, tail: torch.Tensor,
+                        tail_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One CLIP residual block on a shared prefix ``head [1, P, D]`` and the per-sequence rows
+    that follow it, ``tail [N, S, D]`` (batch-first). The prefix attends causally to itself; row
+    ``i`` of the tail attends to the prefix and to tail rows ``0 .. i`` (``tail_mask [S, P+S]``,
+    True where allowed). Returns the new ``(head, tail)``."""
+    attn = block.attn
+    n_heads = attn.num_heads
+    qh, kh, vh = _heads(F.linear(block.ln_1(head), attn.in_proj_weight, attn.in_proj_bias), n_heads)
+    qt, kt, vt = _heads(F.linear(block.ln_1(tail), attn.in_proj_weight, attn.in_proj_bias), n_heads)
+    n = tail.shape[0]
+    keys = torch.cat([kh.expand(n, -1, -1, -1), kt], dim=2)
+    values = torch.cat([vh.expand(n, -1, -1, -1), vt], dim=2)
+    out_head = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True)
+    out_tail = F.scaled_dot_product_attention(qt, keys, values, attn_mask=tail_mask)
+    head = head + attn.out_proj(_merge_heads(out_head))
+    tail = tail + attn.out_proj(_merge_heads(out_tail))
+    head = head + block.mlp(block.ln_2(head))
+    tail = tail + block.mlp(block.ln_2(tail))
+    return head, tail
+
+
 class PromptedTextEncoder(nn.Module):
-    """CLIP's text tower with per-layer prompt rows (see the module docstring)."""
+    """CLIP's text tower with per-layer prompt rows (see the module docstring).
+
+    ``prefix_len`` (attribute, default 0: none) is the number of leading rows its callers declare
+    shared by every sequence; ``shared_prefix`` (default True) switches the shared-prefix path on
+    for calls that do not pass ``prefix_len`` themselves. ``path_counts`` counts the calls run by
+    each path (``"shared_prefix"``, ``"plain"``).
+    """
 
     def __init__(self, clip_model: nn.Module, prompt_start: int = 1):
         super().__init__()
@@ -71,17 +150,40 @@ class PromptedTextEncoder(nn.Module):
         self.ln_final = clip_model.ln_final
         self.text_projection = clip_model.text_projection
         self.prompt_start = prompt_start
+        self.prefix_len = 0
+        self.shared_prefix = True
+        self.path_counts = {"shared_prefix": 0, "plain": 0}
+        self._stock_blocks = all(_stock_block(b) for b in self.transformer.resblocks)
 
     @property
     def dtype(self) -> torch.dtype:
         return self.text_projection.dtype
 
+    def shared_rows(self, n_seq: int, n_rows: int, prompts: PromptList,
+                    prefix_len: int | None = None) -> int:
+        """The shared-prefix length a call with ``n_seq`` sequences of ``n_rows`` rows and these
+        ``prompts`` runs with: the declared length (``prefix_len``, else the attribute while
+        ``shared_prefix`` is on) when the path applies to the call, else 0 (plain path)."""
+        if prefix_len is None:
+            prefix_len = self.prefix_len if self.shared_prefix else 0
+        if prefix_len < 1 or n_seq < 2 or n_rows <= prefix_len or not self._stock_blocks:
+            return 0
+        for p in prompts:
+            if p is not None and (p.dim() != 2 or self.prompt_start + p.shape[0] > prefix_len):
+                return 0
+        if _hooked(self.transformer.resblocks):
+            return 0
+        return prefix_len
+
     def forward(self, embeddings: torch.Tensor, eot_index: torch.Tensor, prompts: PromptList = (),
-                seq_len: int | None = None, truncate: bool = True) -> torch.Tensor:
+                seq_len: int | None = None, truncate: bool = True,
+                prefix_len: int | None = None) -> torch.Tensor:
         """``embeddings [N, L, D]``, ``eot_index [N]`` -> features ``[N, embed_dim]``.
 
         ``seq_len`` (optional) is ``max(eot_index) + 1`` when the caller knows it (saves a device
-        sync); with ``truncate=False`` the full ``L`` rows are run.
+        sync); with ``truncate=False`` the full ``L`` rows are run. ``prefix_len`` (optional)
+        declares rows ``0 .. prefix_len-1`` shared by all sequences (0: run the plain path);
+        ``None`` uses the ``prefix_len`` attribute while ``shared_prefix`` is on.
         """
         blocks = self.transformer.resblocks
         if len(prompts) > len(blocks):
@@ -94,6 +196,11 @@ class PromptedTextEncoder(nn.Module):
             x = x[:, :seq_len]
         dtype = self.dtype
         x = x.to(dtype)
+        shared = self.shared_rows(x.shape[0], x.shape[1], prompts, prefix_len)
+        if shared:
+            self.path_counts["shared_prefix"] += 1
+            return self._forward_shared(x, eot_index, prompts, shared)
+        self.path_counts["plain"] += 1
         if len(prompts) and prompts[0] is not None:
             x = replace_rows(x, prompts[0], self.prompt_start, seq_dim=1)
         x = x + self.positional_embedding[: x.shape[1]].to(dtype)
@@ -106,6 +213,25 @@ class PromptedTextEncoder(nn.Module):
         x = self.ln_final(x).to(dtype)
         x = x[torch.arange(x.shape[0], device=x.device), eot_index]
         return x @ self.text_projection
+
+    def _forward_shared(self, x: torch.Tensor, eot_index: torch.Tensor, prompts: PromptList,
+                        prefix_len: int) -> torch.Tensor:
+        """The shared-prefix path on ``x [N, L, D]`` (already truncated and cast)."""
+        pos = self.positional_embedding[: x.shape[1]].to(x.dtype)
+        head = x[:1, :prefix_len]                                   # [1, P, D]
+        if len(prompts) and prompts[0] is not None:
+            head = replace_rows(head, prompts[0], self.prompt_start, seq_dim=1)
+        head = head + pos[:prefix_len]
+        tail = x[:, prefix_len:] + pos[prefix_len:]                 # [N, S, D]
+        rows = tail.shape[1]
+        tail_mask = torch.ones(rows, prefix_len + rows, dtype=torch.bool,
+                               device=x.device).tril(diagonal=prefix_len)
+        for i, block in enumerate(self.transformer.resblocks):
+            if 1 <= i < len(prompts) and prompts[i] is not None:
+                head = replace_rows(head, prompts[i], self.prompt_start, seq_dim=1)
+            head, tail = shared_prefix_block(block, head, tail, tail_mask)
+        pooled = tail[torch.arange(tail.shape[0], device=x.device), eot_index - prefix_len]
+        return self.ln_final(pooled).to(x.dtype) @ self.text_projection
 
 
 class PromptedImageEncoder(nn.Module):

@@ -21,7 +21,19 @@ IVLP/PromptSRC one, see ``encoders``). ``PromptedCLIP`` owns everything else:
   override it.
 
 Switches (plain attributes, for equivalence tests and benchmarks): ``truncate_text`` (run the text
-tower only up to the last end-of-text row) and ``text_cache.enabled``.
+tower only up to the last end-of-text row), ``shared_prefix`` (run the rows before the class name
+once for all classes, ``encoders``) and ``text_cache.enabled``.
+
+Shared prefix: ``prefix_len`` (``shared_prefix_rows(class_prompts)``) is the number of rows at
+the start of every class prompt that are the same for all classes: the start token and the BPE
+tokens of the prompt prefix. ``encode_class_texts`` (the IVLP/PromptSRC placement: prompt rows
+right after the start token, class name after the prompt prefix) declares them to the text
+encoder, which runs them once when the call's prompts are ``[n, D]`` tensors (shared) lying inside
+them. A method that calls ``text_encoder`` with embeddings of its own (CoOp assembles its context
+into them) gets the plain path unless it declares its shared rows in ``text_encoder.prefix_len``
+(CoOp does for its ``end`` position with one context for all classes; its other layouts put
+class-specific rows before or among the context rows). Per-sequence prompts ``[N, n, D]``
+(CoCoOp) always run the plain path.
 """
 from __future__ import annotations
 
@@ -35,7 +47,22 @@ from .anchors import cached_text_features
 from .backbone import freeze
 from .encoders import PromptedImageEncoder, PromptedTextEncoder
 from .precision import Precision, cast_backbone, resolve_precision
-from .text_inputs import ClassPrompts
+from .text_inputs import ClassPrompts, count_tokens
+
+
+def shared_prefix_rows(class_prompts: ClassPrompts) -> int:
+    """Rows at the start of every class's sequence that are the same for all classes: the start
+    token and the prompt prefix's BPE tokens (``1 + count_tokens(prefix)``), or 0 when the class
+    prompts do not all begin with them or an end-of-text row falls inside them, or when the prefix
+    is empty (only the start token would be shared)."""
+    cp = class_prompts
+    if not cp.prefix:
+        return 0
+    rows = 1 + count_tokens(cp.prefix)
+    tokens = cp.tokens.cpu()
+    if rows > int(cp.eot_index.min()) or not bool((tokens[:, :rows] == tokens[:1, :rows]).all()):
+        return 0
+    return rows
 
 
 class TextFeatureCache:
@@ -77,12 +104,14 @@ class PromptedCLIP(nn.Module):
 
     ``clip_model`` must be fp32 on the target device; it is frozen and cast for ``precision``
     here. ``anchor_templates`` (optional) requests zero-shot text anchors for ``classnames``.
+    ``shared_prefix`` switches on the one-off encoding of the rows shared by all classes (see
+    the module docstring).
     """
 
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], prompt_learner: nn.Module,
                  prompt_prefix: str, precision: Precision | None = None,
                  anchor_templates: Sequence[str] | None = None, truncate_text: bool = True,
-                 cache_text: bool = True):
+                 cache_text: bool = True, shared_prefix: bool = True):
         super().__init__()
         device = clip_model.token_embedding.weight.device
         self.precision = precision or resolve_precision("fp32", device)
@@ -96,6 +125,8 @@ class PromptedCLIP(nn.Module):
         self.clip_model = cast_backbone(clip_model, self.precision, device)
         self.prompt_learner = prompt_learner.to(device)
         self.text_encoder = PromptedTextEncoder(self.clip_model)
+        self.prefix_len = shared_prefix_rows(self.class_prompts)
+        self.shared_prefix = shared_prefix
         self.image_encoder = PromptedImageEncoder(self.clip_model)
         self.truncate_text = truncate_text
         self.text_cache = TextFeatureCache()
@@ -105,6 +136,16 @@ class PromptedCLIP(nn.Module):
         super().train(mode)
         self.clip_model.eval()
         return self
+
+    @property
+    def shared_prefix(self) -> bool:
+        """Whether the rows shared by all classes run once (kept on ``text_encoder``, so calls
+        that rely on its own ``prefix_len`` follow it too)."""
+        return self.text_encoder.shared_prefix
+
+    @shared_prefix.setter
+    def shared_prefix(self, on: bool) -> None:
+        self.text_encoder.shared_prefix = bool(on)
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -119,7 +160,8 @@ class PromptedCLIP(nn.Module):
         cp = self.class_prompts
         with self.precision.autocast():
             feats = self.text_encoder(cp.inputs(self.truncate_text), cp.eot_index, text_prompts,
-                                      seq_len=cp.seq_len, truncate=self.truncate_text)
+                                      seq_len=cp.seq_len, truncate=self.truncate_text,
+                                      prefix_len=self.prefix_len if self.shared_prefix else 0)
         return F.normalize(feats.float(), dim=-1)
 
     def image_features(self, images: torch.Tensor,
@@ -139,4 +181,5 @@ class PromptedCLIP(nn.Module):
     def cached(self, compute) -> torch.Tensor:
         """``compute()``, reused while autograd is off and no prompt parameter changed."""
         return self.text_cache.get(self.prompt_parameters(), compute,
-                                   extra=(self.truncate_text, len(self.classnames)))
+                                   extra=(self.truncate_text, self.shared_prefix,
+                                          len(self.classnames)))

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The GPU benchmark in one command (from any directory):   bash bench/gpu.sh
+#
+# Prints the markdown tables of the README's Benchmarks section and writes bench/results_cuda.json:
+#   * training step and full evaluation (10 x 100 images) at 100 and 1000 classes, batch 4, with every
+#     speed-up off / truncation + cache / all on (+ shared prefix), median and min-max of 20 interleaved
+#     rounds after 3 warm-up steps, and peak GPU memory per configuration (one process each);
+#   * batch-size scaling of the training step (100 classes, batch 8, 16, 32);
+#   * the frozen zero-shot image forward of an MMLoP step and the step with it looked up from a cache;
+#   * training images/s and the ImageNet base-to-novel epoch estimate (500 classes, 8,000 images, batch 4).
+# PREC is fp16 as in the configs (PREC=amp or PREC=fp32 to change it); extra flags go to
+# bench/bench_mmlop.py (e.g. --reps 50). The same code path on a CPU, at a size that takes minutes:
+#   bash bench/gpu.sh --device cpu --quick --imagenet-classes 25 --json /tmp/bench_cpu_check.json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec "${PYTHON:-python}" bench/bench_mmlop.py --device cuda --prec "${PREC:-fp16}" --imagenet "$@"
