@@ -23,7 +23,7 @@ import datasets  # noqa: F401  (registers the datasets)
 import trainers
 from dassl.config import get_cfg_default
 from dassl.engine import TRAINER_REGISTRY, build_trainer
-from dassl.engine.results import provenance
+from dassl.engine.results import count_trainable_params, provenance
 from dassl.engine.run_guard import OutputLock, remove_temp_files
 from dassl.utils import OutputDirError, UserError, collect_env_info, set_random_seed, setup_logger
 from dassl.utils.tools import atomic_write
@@ -145,12 +145,19 @@ def prepare_output_dir(path: str) -> None:
                              "--output-dir (OUTPUT for the scripts) on a writable file system") from None
 
 
-def check_eval_only(args: argparse.Namespace, cfg) -> None:
-    """``--eval-only`` of a trainer that learns needs the weights to evaluate (``--model-dir``)."""
+def check_eval_only(args: argparse.Namespace, cfg, trainer=None) -> None:
+    """``--eval-only`` of a trainer that learns needs the weights to evaluate (``--model-dir``).
+    Checked before anything is loaded when the trainer states ``trains`` (this project's), else
+    once it is built: by whether it registered trainable parameters (upstream's zero-shot trainer
+    registers none)."""
     if not args.eval_only or args.model_dir or args.eval_untrained:
         return
     name = cfg.TRAINER.NAME
-    if name in TRAINER_REGISTRY and getattr(TRAINER_REGISTRY.get(name), "trains", True):
+    if trainer is None:
+        trains = getattr(TRAINER_REGISTRY.get(name), "trains", None) if name in TRAINER_REGISTRY else None
+    else:
+        trains = count_trainable_params(m for m in trainer._models.values() if m is not None) > 0
+    if trains:
         raise UserError(f"--eval-only without --model-dir would evaluate {name}'s untrained prompts: give "
                         "--model-dir (the training run's output folder) and --load-epoch, or add "
                         "--eval-untrained to evaluate the initial prompts on purpose")
@@ -207,6 +214,7 @@ def main(args: argparse.Namespace, command_line: str | None = None):
         print(f"** System info **\n{collect_env_info()}\n")
 
         trainer = build_trainer(cfg)
+        check_eval_only(args, cfg, trainer)
         trainer.command_line = command_line
         if args.eval_only:
             trainer.load_model(args.model_dir, epoch=args.load_epoch)

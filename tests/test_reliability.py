@@ -154,7 +154,7 @@ def test_eval_only_messages(data_root, trainer_yaml, tmp_path, capsys):
     ev = str(tmp_path / "eval")
     rc, res = cli(base_argv(data_root, trainer_yaml, ev, "--eval-only"), capsys)
     assert rc == 1 and "--eval-only without --model-dir" in res.err and "--eval-untrained" in res.err
-    assert not os.path.exists(ev)                                  # refused before anything was written
+    assert not os.path.exists(os.path.join(ev, "results.json"))   # refused before evaluating
     rc, res = cli(base_argv(data_root, trainer_yaml, ev, "--eval-only", "--model-dir", trained,
                             "--load-epoch", "30"), capsys)
     assert rc == 1 and "model.pth.tar-30" in res.err and "--load-epoch 4" in res.err

@@ -12,6 +12,7 @@ module is ``prompt_learner``, whose checkpoints hold ``ctx`` only.
 """
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import torch
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode as CN
 
+import clip
 from dassl.engine import TRAINER_REGISTRY
 
 from .core import checks
@@ -119,8 +121,10 @@ class CoOp(CrossEntropyPromptTrainer):
 
     description = "learned text context shared by all classes (or one per class)"
     config_node = "COOP"
-    default_configs = {"base2new": "vit_b16_c4_ep10_batch1_ctxv1", "xd": "vit_b16_ep50_ctxv1",
-                       "few_shot": "vit_b16_ep50_ctxv1"}
+    # Base-to-novel: the recipe behind the published CoOp row (upstream's 200-epoch ViT-B/16 config
+    # with "a photo of a", 50 epochs on ImageNet); vit_b16_c4_ep10_batch1_ctxv1 is a short alternative.
+    default_configs = {"base2new": "vit_b16_ctxv1", "base2new:imagenet": "vit_b16_ep50_ctxv1",
+                       "xd": "vit_b16_ep50_ctxv1", "few_shot": "vit_b16_ep50_ctxv1"}
     tiny_config = "tiny_ctx4_ep10"
     table_order = 10
 
@@ -153,3 +157,16 @@ class CoOp(CrossEntropyPromptTrainer):
                               node.CSC, node.CLASS_TOKEN_POSITION, self.precision,
                               node.TRUNCATE_TEXT, node.CACHE_TEXT, node.SHARED_PREFIX)
         self.register_prompt_learner(self.model.prompt_learner)
+
+
+def load_clip_to_cpu(cfg) -> nn.Module:
+    """Upstream CoOp's ``load_clip_to_cpu(cfg)``, for upstream-style trainer files that import it:
+    the CLIP of ``cfg.MODEL.BACKBONE.NAME`` on the CPU as OpenAI's ``build_model`` returns it
+    (fp16 weights, eval mode). This project's trainers load through ``core.backbone`` instead."""
+    from clip import clip as openai_api
+
+    name = cfg.MODEL.BACKBONE.NAME
+    path = os.path.expanduser(name)
+    if not os.path.isfile(path):
+        path = openai_api._download(openai_api._MODELS[name])
+    return clip.build_model(openai_api.load_state_dict(path)).eval()
