@@ -5,7 +5,8 @@
 1. pretrains the tiny CLIP on rendered shapes (about 5 minutes on 2 cores; cached, see
    ``proxy.pretrain``), or reuses the cached checkpoint;
 2. runs base-to-novel generalization (16 shots, ``proxy.runs``) over the synthetic datasets and
-   seeds, through ``train.py`` into the usual ``output/base2new/...`` tree, with ZeroshotCLIP,
+   seeds, through ``train.py`` into the usual ``output/base2new/...`` tree (the sweep engine's
+   local backend: ``--workers N`` runs N at once), with ZeroshotCLIP,
    CoOp, IVLP and MMLoP by default; ``--methods all`` adds every other registered trainer that
    names a tiny config (its ``tiny_config`` fact, ``trainers/core/methods.py``), in table order;
 3. prints base / novel / HM with trainable-parameter counts and writes HM against parameters as a
@@ -30,7 +31,7 @@ from typing import Callable, Optional, Sequence
 
 from dassl.utils.tools import write_json
 
-from .runs import REPO_ROOT, Method, RunResult, base2new, harmonic_mean
+from .runs import REPO_ROOT, Method, RunResult, harmonic_mean, run_grid_jobs
 
 ABLATION_ROWS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("IVLP (full rank)", "ivlp", ("TRAINER.MMLOP.FULL_RANK", "True", "TRAINER.MMLOP.TEXT_LOSS_WEIGHT", "0.0",
@@ -128,25 +129,31 @@ def format_table(rows: Sequence[dict], datasets: Sequence[str]) -> str:
 
 def run_grid(methods: Sequence[Method], datasets: Sequence[str], seeds: Sequence[int], backbone: str,
              data_root: str, output_root: str, extra_opts: Sequence[str] = (),
-             log: Callable[[str], None] = print) -> list[RunResult]:
-    """Every method x dataset x seed, with one progress line per run."""
-    jobs = [(m, d, s) for d in datasets for s in seeds for m in methods]
-    results, start, fresh = [], time.time(), 0
-    for i, (m, d, s) in enumerate(jobs, 1):
-        log(f"[{i}/{len(jobs)}] {m.label} on {d}, seed {s} ...")
-        r = base2new(m, d, s, backbone, data_root, output_root, tuple(extra_opts))
-        results.append(r)
-        fresh += not r.reused
+             log: Callable[[str], None] = print, workers: int = 1) -> list[RunResult]:
+    """Every method x dataset x seed through the sweep engine on ``workers`` local workers, with a
+    progress line when a run starts and one when it ends (in grid order with one worker)."""
+    total = len(methods) * len(datasets) * len(seeds)
+    start, counts = time.time(), {"ended": 0, "fresh": 0}
+
+    def started(i: int, m: Method, d: str, s: int) -> None:
+        log(f"[{i}/{total}] {m.label} on {d}, seed {s} ...")
+
+    def ended(i: int, r: RunResult) -> None:
+        counts["ended"] += 1
+        counts["fresh"] += not r.reused
         elapsed = time.time() - start
-        eta = elapsed / max(fresh, 1) * sum(1 for _ in jobs[i:]) if fresh else 0.0
+        left = total - counts["ended"]
+        eta = elapsed / counts["fresh"] * left / max(1, min(workers, left)) if counts["fresh"] and left else 0.0
         how = "reused" if r.reused else f"{r.seconds:.0f}s"
-        log(f"[{i}/{len(jobs)}] {m.label} on {d}, seed {s}: base {r.base:.2f} novel {r.novel:.2f} "
+        log(f"[{i}/{total}] {r.method} on {r.dataset}, seed {r.seed}: base {r.base:.2f} novel {r.novel:.2f} "
             f"HM {r.hm:.2f} ({how}; elapsed {elapsed:.0f}s, eta {eta:.0f}s)")
-    return results
+
+    return run_grid_jobs(methods, datasets, seeds, backbone, data_root, output_root, tuple(extra_opts), workers,
+                         on_start=started, on_result=ended)
 
 
 def run_demo(preset: Preset, ablation: bool = False, data_root: str = "data", pretrain_seed: int = 1,
-             cache_dir: Optional[str] = None, log: Callable[[str], None] = print) -> dict:
+             cache_dir: Optional[str] = None, log: Callable[[str], None] = print, workers: int = 1) -> dict:
     """Pretrain or reuse, run the grid, write ``summary.json`` (and the plot); return the summary."""
     from .pretrain import get_checkpoint
     from .tiny_clip import PretrainConfig
@@ -159,7 +166,7 @@ def run_demo(preset: Preset, ablation: bool = False, data_root: str = "data", pr
     log(f"Methods: {', '.join(m.label for m in methods)}; datasets: {', '.join(preset.datasets)}; "
         f"seeds: {', '.join(map(str, preset.seeds))}")
     results = run_grid(methods, preset.datasets, preset.seeds, backbone, os.path.abspath(data_root),
-                       os.path.abspath(preset.output), preset.extra_opts, log)
+                       os.path.abspath(preset.output), preset.extra_opts, log, workers)
     rows = summarize(results, methods, preset.datasets)
     table = format_table(rows, preset.datasets)
     out_dir = os.path.join(os.path.abspath(preset.output), "proxy_demo")
@@ -207,7 +214,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--output", help="output root (default output; quick: output_quick)")
     parser.add_argument("--data", default="data", help="dataset root; synthetic datasets are generated there")
     parser.add_argument("--pretrain-seed", type=int, default=1, help="seed of the tiny CLIP's pretraining")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="train.py runs at once (local workers of the sweep engine; default 1)")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be >= 1")
     preset = QUICK if args.quick else FULL
     if args.seeds:
         preset = replace(preset, seeds=tuple(args.seeds))
@@ -221,7 +232,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         preset = replace(preset, output=args.output)
     if args.methods:
         preset = replace(preset, methods=None if "all" in args.methods else tuple(args.methods))
-    run_demo(preset, ablation=args.ablation, data_root=args.data, pretrain_seed=args.pretrain_seed, log=_print)
+    try:
+        run_demo(preset, ablation=args.ablation, data_root=args.data, pretrain_seed=args.pretrain_seed, log=_print,
+                 workers=args.workers)
+    except KeyboardInterrupt:
+        _print("Interrupted: run the same command again to continue (finished runs are reused).")
+        return 130
     return 0
 
 

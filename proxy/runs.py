@@ -8,17 +8,16 @@ One run of a method on a dataset and seed is two ``train.py`` calls, as in CoOp/
   the weights of the last epoch, on the new classes (-> novel accuracy).
 
 Methods without training (``ZeroshotCLIP``) are evaluated with ``--eval-only`` in both folders.
-A run whose two ``results.json`` exist with the same backbone is reused, not repeated.
+The calls are the sweep engine's jobs (``sweep/``: the commands of the scripts, a test after its
+training, N local workers); a finished job (its ``results.json``) is reused, not repeated, and one
+made with another backbone is reported, not reused.
 """
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOTS = 16
@@ -86,56 +85,95 @@ def _read_results(directory: str) -> Optional[dict]:
 
 
 class TrainPyError(RuntimeError):
-    """A ``train.py`` call failed; the message holds the command and the end of its output."""
+    """``train.py`` calls failed (or found results they cannot reuse); the message names each job,
+    its log and the end of its error."""
 
 
-def call_train_py(args: list[str], log_path: str, threads: Optional[int] = None) -> None:
-    """Run ``python train.py ARGS`` from the repository root, output to ``log_path``."""
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "train.py"), *args]
-    with open(log_path, "w") as out:
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        with open(log_path) as f:
-            tail = "".join(f.readlines()[-25:])
-        raise TrainPyError(f"train.py failed (exit {proc.returncode}): {' '.join(cmd)}\n--- {log_path} ---\n{tail}")
+def sweep_entry(method: Method):
+    """The sweep's trainer entry of a method (its folder name when the method has a tag)."""
+    from sweep.spec import TrainerEntry
+
+    return TrainerEntry(method.trainer, method.config, tuple(method.opts),
+                        folder=method.tag or None, label=method.label)
+
+
+def grid_plan(methods: Sequence[Method], datasets: Sequence[str], seeds: Sequence[int], backbone: str,
+              data_root: str, output_root: str, extra_opts: Sequence[str] = ()):
+    """The sweep plan of a method x dataset x seed grid: the base2new scripts' commands, with
+    ``MODEL.BACKBONE.NAME <backbone>`` and ``extra_opts`` appended to every job."""
+    from sweep.jobs import plan
+    from sweep.spec import SweepSpec
+
+    spec = SweepSpec(protocols=("base2new",), trainers=tuple(sweep_entry(m) for m in methods),
+                     datasets=tuple(datasets), seeds=tuple(seeds), shots=(SHOTS,), data=data_root,
+                     output=output_root, opts=("MODEL.BACKBONE.NAME", backbone, *extra_opts), name="proxy_demo")
+    return plan(spec)
+
+
+def run_grid_jobs(methods: Sequence[Method], datasets: Sequence[str], seeds: Sequence[int], backbone: str,
+                  data_root: str, output_root: str, extra_opts: Sequence[str] = (), workers: int = 1,
+                  on_start: Optional[Callable[[int, Method, str, int], None]] = None,
+                  on_result: Optional[Callable[[int, RunResult], None]] = None) -> list[RunResult]:
+    """Every run of the grid (datasets, then seeds, then methods) through the sweep engine on
+    ``workers`` local workers; ``on_start(i, method, dataset, seed)`` when a run's first job starts
+    (or is found finished) and ``on_result(i, result)`` when its last one ends (``i`` from 1, in
+    grid order). Raises :class:`TrainPyError` after the other jobs ran when some failed."""
+    from sweep.backends import LocalBackend
+    from sweep.engine import Engine
+    from sweep.state import DONE, state_dir
+
+    p = grid_plan(methods, datasets, seeds, backbone, data_root, output_root, extra_opts)
+    by_label = {m.label: m for m in methods}
+    runs = [(m, d, s) for d in datasets for s in seeds for m in methods]
+    index = {(m.label, d, s): i for i, (m, d, s) in enumerate(runs, 1)}
+    pair: dict[tuple, dict[str, object]] = {}
+    for job in p.jobs:
+        pair.setdefault((job.label, job.dataset, job.seed), {})[job.kind] = job
+    state = {key: {"started": False, "seconds": 0.0, "fresh": False, "ended": set()} for key in pair}
+    results: dict[tuple, RunResult] = {}
+
+    def event(kind: str, job, info: dict) -> None:
+        key = (job.label, job.dataset, job.seed)
+        st = state[key]
+        if kind in ("start", "skip") and not st["started"]:
+            st["started"] = True
+            if on_start:
+                on_start(index[key], by_label[job.label], job.dataset, job.seed)
+        if kind == "start":
+            st["fresh"] = True
+        if kind in ("done", "skip"):
+            st["seconds"] += float(info.get("seconds") or 0.0)
+            st["ended"].add(job.kind)
+            if st["ended"] == {"train", "test"}:
+                result = _run_result(by_label[job.label], key, pair[key], st)
+                results[key] = result
+                if on_result:
+                    on_result(index[key], result)
+
+    sdir = state_dir(os.path.abspath(output_root), "proxy_demo")
+    engine = Engine(p.jobs, sdir, LocalBackend(workers=workers), name="proxy_demo", progress=False, on_event=event,
+                    poll_s=0.2)
+    outcome = engine.run()
+    if outcome.interrupted:
+        raise KeyboardInterrupt("interrupted: the running train.py calls were stopped")
+    if not outcome.complete:
+        problems = [f"{jid}: {outcome.statuses[jid]}: {outcome.details.get(jid, '')}"
+                    for jid, st in outcome.statuses.items() if st != DONE]
+        raise TrainPyError("train.py runs did not finish:\n" + "\n".join(problems))
+    return [results[(m.label, d, s)] for m, d, s in runs]
+
+
+def _run_result(method: Method, key: tuple, jobs: dict, st: dict) -> RunResult:
+    train, test = jobs["train"], jobs["test"]
+    base, new = _read_results(train.dir), _read_results(test.dir)
+    if base is None or new is None:
+        raise TrainPyError(f"train.py wrote no results.json in {train.dir if base is None else test.dir}")
+    return RunResult(method.label, key[1], key[2], base["accuracy"], new["accuracy"], int(base["num_trainable_params"]),
+                     seconds=st["seconds"], reused=not st["fresh"],
+                     dirs={"train_base": train.dir, "test_new": test.dir})
 
 
 def base2new(method: Method, dataset: str, seed: int, backbone: str, data_root: str, output_root: str,
-             extra_opts: tuple[str, ...] = (), threads: Optional[int] = None) -> RunResult:
+             extra_opts: tuple[str, ...] = ()) -> RunResult:
     """Train on base and test on new (or reuse both results); returns the accuracies."""
-    train_dir, test_dir = run_dirs(output_root, dataset, method, seed)
-    done = [_read_results(d) for d in (train_dir, test_dir)]
-    if all(r is not None and r.get("backbone") == backbone for r in done):
-        base, new = done
-        return RunResult(method.label, dataset, seed, base["accuracy"], new["accuracy"],
-                         int(base["num_trainable_params"]), reused=True,
-                         dirs={"train_base": train_dir, "test_new": test_dir})
-    start = time.time()
-    common = [
-        "--root", data_root, "--seed", str(seed), "--trainer", method.trainer,
-        "--dataset-config-file", os.path.join(REPO_ROOT, "configs", "datasets", f"{dataset}.yaml"),
-        "--config-file", method.config_file(),
-    ]
-    opts = ["MODEL.BACKBONE.NAME", backbone, "DATASET.NUM_SHOTS", str(SHOTS), *method.opts, *extra_opts]
-    if method.trains:
-        call_train_py([*common, "--output-dir", train_dir, *opts, "DATASET.SUBSAMPLE_CLASSES", "base"],
-                      os.path.join(train_dir, "stdout.txt"), threads)
-        base = _read_results(train_dir)
-        epoch = base.get("epoch") if base else None
-        load = ["--model-dir", train_dir] + (["--load-epoch", str(epoch)] if epoch else [])
-    else:
-        call_train_py([*common, "--output-dir", train_dir, "--eval-only", *opts, "DATASET.SUBSAMPLE_CLASSES", "base"],
-                      os.path.join(train_dir, "stdout.txt"), threads)
-        base = _read_results(train_dir)
-        load = []
-    call_train_py([*common, "--output-dir", test_dir, "--eval-only", *load, *opts, "DATASET.SUBSAMPLE_CLASSES", "new"],
-                  os.path.join(test_dir, "stdout.txt"), threads)
-    new = _read_results(test_dir)
-    if base is None or new is None:
-        raise TrainPyError(f"train.py wrote no results.json in {train_dir if base is None else test_dir}")
-    return RunResult(method.label, dataset, seed, base["accuracy"], new["accuracy"], int(base["num_trainable_params"]),
-                     seconds=time.time() - start, dirs={"train_base": train_dir, "test_new": test_dir})
+    return run_grid_jobs([method], [dataset], [seed], backbone, data_root, output_root, extra_opts)[0]

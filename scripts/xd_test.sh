@@ -9,7 +9,8 @@ DATASET=$1
 SEED=$2
 shift 2
 SOURCE=${SOURCE:-imagenet}
-use_config xd "${DATASET}"
+use_config xd "${SOURCE}"     # the config of the training run, for every target
+check_inputs "${DATASET}"
 MODEL_DIR=${OUTPUT}/${SOURCE}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
 DIR=${OUTPUT}/evaluation/${TRAINER}/${CFG}_${SHOTS}shots/${DATASET}/seed${SEED}
 if finished "${DIR}"; then exit 0; fi

@@ -98,3 +98,48 @@ def test_cli_rejects_unknown_dataset(capsys):
     with pytest.raises(SystemExit):
         main(["--datasets", "synthetic_neon"])
     assert "no configs/datasets/<name>.yaml for: synthetic_neon" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_grid_runs_through_the_sweep_engine(tmp_path):
+    """run_grid is the sweep engine's local backend: the base2new scripts' commands and folders,
+    N workers, one progress line per run start and end, finished runs reused."""
+    import json
+
+    import torch
+
+    from clip.model import build_model_from_config
+    from datasets.synthetic import SyntheticShapes, ensure_generated
+    from proxy.demo import run_grid
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.pt"
+    torch.save(build_model_from_config("ViT-B/16", vision_layers=2, transformer_layers=2, vision_width=64,
+                                       transformer_width=64, transformer_heads=1, image_resolution=32,
+                                       vision_patch_size=8, embed_dim=32).state_dict(), ckpt)
+    data, out = str(tmp_path / "data"), str(tmp_path / "out")
+    ensure_generated(data, SyntheticShapes.dataset_dir, SyntheticShapes.style, SyntheticShapes.split_file)
+    methods = available_methods(["ZeroshotCLIP"])
+    lines = []
+    results = run_grid(methods, ["synthetic_clean"], [1, 2], str(ckpt), data, out, log=lines.append, workers=2)
+    assert [(r.seed, r.reused) for r in results] == [(1, False), (2, False)]
+    label = methods[0].label
+    assert sorted(line for line in lines if line.endswith("...")) == [
+        f"[1/2] {label} on synthetic_clean, seed 1 ...", f"[2/2] {label} on synthetic_clean, seed 2 ..."]
+    for r in results:
+        train, test = run_dirs(out, "synthetic_clean", methods[0], r.seed)
+        base, novel = (json.load(open(os.path.join(d, "results.json"))) for d in (train, test))
+        assert (r.base, r.novel) == (base["accuracy"], novel["accuracy"])
+        assert base["command"].startswith("python train.py --root ") and "DATASET.SUBSAMPLE_CLASSES base" in \
+            base["command"] and "configs/datasets/synthetic_clean.yaml" in base["command"]
+    assert os.path.isfile(os.path.join(out, ".sweep", "proxy_demo", "state.json"))
+    again = []
+    reused = run_grid(methods, ["synthetic_clean"], [1, 2], str(ckpt), data, out, log=again.append)
+    assert [(r.base, r.novel, r.reused) for r in reused] == [(r.base, r.novel, True) for r in results]
+    assert again[0] == f"[1/2] {label} on synthetic_clean, seed 1 ..." and "(reused;" in again[-1]
+
+
+def test_cli_rejects_zero_workers(capsys):
+    with pytest.raises(SystemExit):
+        main(["--workers", "0"])
+    assert "--workers must be >= 1" in capsys.readouterr().err

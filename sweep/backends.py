@@ -1,0 +1,355 @@
+"""Where jobs run. Every backend runs the same :class:`sweep.runner.TrainPyCall`.
+
+* :class:`LocalBackend` (``local``): a ``concurrent.futures`` thread pool of N workers on this
+  machine, each running its train.py as a child process; one worker per GPU with
+  ``CUDA_VISIBLE_DEVICES`` set per job (``--gpus 0,1,2,3``), or N CPU workers (``--workers N``,
+  with ``OMP_NUM_THREADS`` = cores / N unless set). No extra dependency (the offline demo uses it).
+* :class:`SubmititLocalBackend` (``submitit-local``): submitit's ``LocalExecutor``; every job is
+  its own submitit process (pickled call, logs and result in submitit's folder), ``CUDA_VISIBLE_DEVICES``
+  from submitit's ``visible_gpus``; at most N at once.
+* :class:`SlurmBackend` (``slurm``): submitit's ``AutoExecutor`` on Slurm, jobs as arrays with
+  Slurm's own dependencies (see :mod:`sweep.engine`).
+
+The driver (:mod:`sweep.engine`) decides what runs when; a backend only starts a job and tells
+whether it has ended (``Handle.poll``).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from .runner import JobFailed, TrainPyCall
+from .state import DONE, FAILED, PENDING, RunRecord, lock_holder, run_record_path, tail
+
+DEFAULT_TIMEOUT_MIN = 7 * 24 * 60          # local jobs: a week (submitit's LocalExecutor default is 2 minutes)
+
+
+@dataclass
+class Outcome:
+    status: str                 # DONE, FAILED, or PENDING (stopped without finishing: run it again)
+    message: str = ""
+
+
+class Handle:
+    """A started job."""
+
+    backend_id: Optional[str] = None
+    gpu: Optional[str] = None
+
+    def poll(self) -> Optional[Outcome]:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the job (driver interrupted); its train.py resumes when it runs again."""
+
+
+def _failure_message(exc: BaseException) -> str:
+    text = str(exc)
+    # submitit wraps the job's exception in a traceback: keep the JobFailed message.
+    match = re.search(r"JobFailed: (.*)", text, re.S)
+    return match.group(1).strip() if match else text.strip()
+
+
+class _FutureHandle(Handle):
+    def __init__(self, future: concurrent.futures.Future, call: TrainPyCall, gpu: Optional[str]) -> None:
+        self.future, self.call, self.gpu = future, call, gpu
+
+    def poll(self) -> Optional[Outcome]:
+        if not self.future.done():
+            return None
+        exc = self.future.exception()
+        if exc is None:
+            if self.future.result().get("status") in ("interrupted", "requeued"):
+                return Outcome(PENDING, "stopped before it finished")
+            return Outcome(DONE)
+        if isinstance(exc, JobFailed):
+            return Outcome(FAILED, str(exc))
+        return Outcome(FAILED, f"{type(exc).__name__}: {exc}")
+
+    def stop(self) -> None:
+        self.call._terminate()
+
+
+class WatchHandle(Handle):
+    """A job that a process not started by this driver runs (a killed driver's worker): ended
+    when its train.py and worker are gone; finished if it left ``results.json``."""
+
+    def __init__(self, call: TrainPyCall) -> None:
+        self.call = call
+        record = RunRecord(run_record_path(call.state_dir, call.job), call.job.id)
+        self.gpu = (record.last or {}).get("gpu")
+
+    def poll(self) -> Optional[Outcome]:
+        job = self.call.job
+        record = RunRecord(run_record_path(self.call.state_dir, job), job.id)
+        if lock_holder(job.dir) or record.live():
+            return None
+        if os.path.isfile(job.results_path):
+            return Outcome(DONE)
+        return Outcome(PENDING, "stopped without results (it runs again)")
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _slots(workers: Optional[int], gpus: Optional[Sequence[str]]) -> list[Optional[str]]:
+    if gpus:
+        return [str(g) for g in gpus]
+    return [None] * max(1, int(workers or 1))
+
+
+class LocalBackend:
+    """N local workers (see the module docstring)."""
+
+    name = "local"
+    follows_dependencies = False            # the driver starts a job once its dependencies finished
+
+    def __init__(self, workers: Optional[int] = None, gpus: Optional[Sequence[str]] = None,
+                 threads_per_job: Optional[int] = None) -> None:
+        self.slots = _slots(workers, gpus)
+        self.threads_per_job = threads_per_job
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+
+    @property
+    def parallelism(self) -> int:
+        return len(self.slots)
+
+    def job_env(self, gpu: Optional[str]) -> dict:
+        """``CUDA_VISIBLE_DEVICES`` of the slot's GPU; for several CPU workers, ``OMP_NUM_THREADS`` so
+        that the workers share the cores instead of each using all of them."""
+        env = {}
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        threads = self.threads_per_job
+        if threads is None and gpu is None and len(self.slots) > 1 and "OMP_NUM_THREADS" not in os.environ:
+            threads = max(1, cpu_count() // len(self.slots))
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
+            env["MKL_NUM_THREADS"] = str(threads)
+        return env
+
+    def start(self, call: TrainPyCall, gpu: Optional[str]) -> Handle:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(self.slots),
+                                                               thread_name_prefix="sweep-job")
+        call.env.update(self.job_env(gpu))
+        return _FutureHandle(self._pool.submit(call), call, gpu)
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def describe(self) -> dict:
+        return {"name": self.name, "slots": self.slots}
+
+
+class _SubmititHandle(Handle):
+    def __init__(self, job: Any, call: TrainPyCall, gpu: Optional[str]) -> None:
+        self.job, self.call, self.gpu = job, call, gpu
+        self.backend_id = str(job.job_id)
+
+    def poll(self) -> Optional[Outcome]:
+        if not self.job.done():
+            return None
+        try:
+            self.job.result()
+        except Exception as exc:  # submitit re-raises the job's exception as FailedJobError
+            message = _failure_message(exc)
+            if "JobFailed" not in str(exc) and not message.startswith(self.call.job.id):
+                log = self.job.paths.stderr
+                lines = "\n".join("    " + ln for ln in tail(str(log), 10))
+                message = f"{self.call.job.id}: the submitit job {self.backend_id} failed; log: {log}\n{lines}"
+            return Outcome(FAILED, message)
+        return Outcome(DONE)
+
+    def stop(self) -> None:
+        self.job.cancel(check=False)
+
+
+def importable_repo() -> None:
+    """submitit unpickles the job's call in a new Python process: let it import ``sweep`` from the
+    repository root, whatever the current folder (the environment is inherited by local jobs and
+    exported to Slurm jobs, whose setup line also sets it)."""
+    from .spec import REPO_ROOT
+
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if REPO_ROOT not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([REPO_ROOT, *parts])
+
+
+class SubmititLocalBackend(LocalBackend):
+    """submitit's LocalExecutor, at most N jobs at once (see the module docstring)."""
+
+    name = "submitit-local"
+
+    def __init__(self, folder: str, workers: Optional[int] = None, gpus: Optional[Sequence[str]] = None,
+                 timeout_min: float = DEFAULT_TIMEOUT_MIN, max_requeues: int = 3,
+                 threads_per_job: Optional[int] = None, signal_delay_s: int = 60) -> None:
+        super().__init__(workers, gpus, threads_per_job)
+        import submitit
+
+        importable_repo()
+        self.folder = folder
+        self.executor = submitit.LocalExecutor(folder=os.path.join(folder, "%j"), max_num_timeout=max_requeues)
+        self.timeout_min, self.signal_delay_s = timeout_min, signal_delay_s
+
+    def start(self, call: TrainPyCall, gpu: Optional[str]) -> Handle:
+        env = self.job_env(gpu)
+        env.pop("CUDA_VISIBLE_DEVICES", None)            # submitit sets it from visible_gpus
+        call.env.update(env)
+        params: dict[str, Any] = {"timeout_min": self.timeout_min, "signal_delay_s": self.signal_delay_s,
+                                  "gpus_per_node": 0, "visible_gpus": ()}
+        if gpu is not None:
+            params.update(gpus_per_node=1, visible_gpus=(int(gpu),))
+        self.executor.update_parameters(**params)
+        return _SubmititHandle(self.executor.submit(call), call, gpu)
+
+    def shutdown(self) -> None:
+        pass
+
+    def describe(self) -> dict:
+        return {"name": self.name, "slots": self.slots, "folder": self.folder}
+
+
+# Slurm states of a job that has not ended.
+SLURM_ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
+                "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "PREEMPTED"}
+
+
+def parse_time_minutes(text: Any) -> int:
+    """Slurm's time formats (``MM``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``) or a number of minutes."""
+    if isinstance(text, (int, float)):
+        return max(1, int(text))
+    s = str(text).strip()
+    days = 0
+    if "-" in s:
+        d, s = s.split("-", 1)
+        days = int(d)
+        parts = [int(p) for p in s.split(":")] + [0, 0]
+        hours, minutes, seconds = parts[0], parts[1], parts[2]
+    else:
+        parts = [int(p) for p in s.split(":")]
+        if len(parts) == 1:
+            hours, minutes, seconds = 0, parts[0], 0
+        elif len(parts) == 2:
+            hours, minutes, seconds = 0, parts[0], parts[1]
+        else:
+            hours, minutes, seconds = parts[-3], parts[-2], parts[-1]
+    total = days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+    if total <= 0:
+        raise ValueError(f"bad time limit {text!r}")
+    return total
+
+
+class SlurmBackend:
+    """Slurm through submitit (see :mod:`sweep.engine` for the dependencies)."""
+
+    name = "slurm"
+    follows_dependencies = True              # Slurm holds a test until its training succeeded
+
+    def __init__(self, folder: str, partition: Optional[str] = None, gpus_per_job: int = 1,
+                 cpus_per_job: Optional[int] = None, mem_gb: Optional[float] = None, time: Any = "24:00:00",
+                 account: Optional[str] = None, qos: Optional[str] = None, max_running: Optional[int] = None,
+                 extra: Optional[dict] = None, max_requeues: int = 3, signal_delay_s: int = 120,
+                 job_name: str = "sweep", setup: Optional[Sequence[str]] = None) -> None:
+        self.folder = folder
+        self.partition, self.gpus_per_job, self.cpus_per_job = partition, gpus_per_job, cpus_per_job
+        self.mem_gb, self.timeout_min = mem_gb, parse_time_minutes(time)
+        self.account, self.qos, self.max_running = account, qos, max_running
+        self.extra = dict(extra or {})
+        self.max_requeues, self.signal_delay_s = max_requeues, signal_delay_s
+        self.job_name = job_name
+        from .spec import REPO_ROOT
+
+        self.setup = [f"export PYTHONPATH={shlex.quote(REPO_ROOT)}${{PYTHONPATH:+:$PYTHONPATH}}", *(setup or [])]
+        self._watcher = None
+
+    @property
+    def parallelism(self) -> int:
+        return self.max_running or 256
+
+    def parameters(self, dependency: Optional[str] = None) -> dict:
+        """The ``update_parameters`` of submitit's AutoExecutor for one submission."""
+        additional = {"requeue": True}           # Slurm may requeue on preemption / node failure
+        if dependency:
+            additional["kill-on-invalid-dep"] = "yes"
+        additional.update(self.extra)
+        params: dict[str, Any] = {
+            "name": self.job_name, "timeout_min": self.timeout_min, "nodes": 1, "tasks_per_node": 1,
+            "gpus_per_node": self.gpus_per_job, "slurm_signal_delay_s": self.signal_delay_s,
+            "slurm_additional_parameters": additional,
+        }
+        if self.cpus_per_job:
+            params["cpus_per_task"] = self.cpus_per_job
+        if self.mem_gb:
+            params["mem_gb"] = self.mem_gb
+        if self.partition:
+            params["slurm_partition"] = self.partition
+        if self.account:
+            params["slurm_account"] = self.account
+        if self.qos:
+            params["slurm_qos"] = self.qos
+        if self.max_running:
+            params["slurm_array_parallelism"] = self.max_running
+        if dependency:
+            params["slurm_dependency"] = dependency
+        if self.setup:
+            params["slurm_setup"] = self.setup
+        return params
+
+    def executor(self, dependency: Optional[str] = None):
+        import submitit
+
+        importable_repo()
+        ex = submitit.AutoExecutor(folder=os.path.join(self.folder, "%j"), cluster="slurm",
+                                   slurm_max_num_timeout=self.max_requeues)
+        ex.update_parameters(**self.parameters(dependency))
+        return ex
+
+    def submit(self, calls: Sequence[TrainPyCall], dependency: Optional[str] = None) -> list[str]:
+        """Submit ``calls`` as one array (one job when there is one call); their Slurm ids."""
+        if not calls:
+            return []
+        ex = self.executor(dependency)
+        with ex.batch():
+            jobs = [ex.submit(c) for c in calls]
+        return [str(j.job_id) for j in jobs]
+
+    def states(self, backend_ids: Sequence[str]) -> dict[str, str]:
+        """Slurm state of each id through sacct (``UNKNOWN`` when sacct says nothing or fails)."""
+        from submitit.slurm.slurm import SlurmInfoWatcher
+
+        if self._watcher is None:
+            self._watcher = SlurmInfoWatcher(delay_s=5)
+        out = {}
+        for bid in backend_ids:
+            self._watcher.register_job(bid)
+        for i, bid in enumerate(backend_ids):
+            out[bid] = self._watcher.get_state(bid, mode="force" if i == 0 else "cache")
+        return out
+
+    def describe(self) -> dict:
+        return {"name": self.name, "folder": self.folder, "parameters": self.parameters(),
+                "max_requeues": self.max_requeues}
+
+
+def job_log_paths(backend_name: str, folder: str, backend_id: Optional[str]) -> list[str]:
+    """submitit's log files of a job (for the failure report)."""
+    if not backend_id:
+        return []
+    base = os.path.join(folder, backend_id)
+    return [os.path.join(base, f"{backend_id}_0_log.err"), os.path.join(base, f"{backend_id}_0_log.out")]
+
+
+def wait_a_little(seconds: float) -> None:
+    time.sleep(seconds)
