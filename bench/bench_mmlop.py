@@ -464,18 +464,26 @@ def main(argv=None) -> dict:
     print(f"MMLoP ViT-B/16 (random weights), device {args.device}, PREC {prec_used}, "
           f"{args.reps} timed rounds after {args.warmup} warm-up; load {record['load_before']}",
           flush=True)
+    path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                     f"results_{args.device}{'_quick' if args.quick else ''}.json")
+    partial = path + ".partial"                 # rows so far, in case the run is interrupted
+
+    def add(row: dict) -> None:
+        record["rows"].append(row)
+        _write_json(partial, record)
+
     for classes in args.classes:
         for phase in args.phases:
             extra = tuple(EXTRA) if phase == "train" else ()
-            record["rows"].append(_measure(args, classes, phase, args.batch, list(MODES), extra))
+            add(_measure(args, classes, phase, args.batch, list(MODES), extra))
     if "train" in args.phases:
         for batch in args.batch_scaling or ():
-            record["rows"].append(_measure(args, args.scaling_classes, "train", batch,
-                                           ["trunc", "all"], tuple(EXTRA)))
+            add(_measure(args, args.scaling_classes, "train", batch, ["trunc", "all"],
+                         tuple(EXTRA)))
     if args.imagenet:
         row = _measure(args, args.imagenet_classes, "train", IMAGENET["batch"], ["trunc", "all"])
         row["imagenet_row"] = True
-        record["rows"].append(row)
+        add(row)
         record["imagenet"] = _imagenet_estimate(row)
     record["load_after"] = _loadavg()
     record["wall_s"] = round(time.time() - t_start, 1)
@@ -484,14 +492,18 @@ def main(argv=None) -> dict:
     print(f"load average before {record['load_before']}, after {record['load_after']}; "
           f"{record['wall_s']} s")
     record["markdown"] = table
-    path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                     f"results_{args.device}{'_quick' if args.quick else ''}.json")
+    _write_json(path, record)
+    if os.path.exists(partial):
+        os.remove(partial)
+    print(f"Wrote {path}")
+    return record
+
+
+def _write_json(path: str, record: dict) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(record, f, indent=2)
     os.replace(tmp, path)
-    print(f"Wrote {path}")
-    return record
 
 
 def _default_mem_limit_gb() -> float:
