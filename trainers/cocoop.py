@@ -11,7 +11,10 @@ sequences (whole images per chunk). ViT-B/16 with 4 tokens: 35,360 parameters
 (``ctx``, ``meta_net.linear1.*``, ``meta_net.linear2.*``).
 
 Config node ``TRAINER.COCOOP`` (upstream names and defaults): ``N_CTX`` 16, ``CTX_INIT`` "",
-``PREC`` "fp16" (``fp32``/``fp16``/``bf16``/``amp``; fp32 on CPU), plus ``TRUNCATE_TEXT``.
+``PREC`` "fp16" (``fp32``/``fp16``/``bf16``/``amp``; fp32 on CPU), plus ``PROMPT_PREC``
+(``fp32`` default; ``upstream``: under ``PREC fp16`` ``ctx`` and the meta-net are fp16
+parameters trained without gradient scaling, as upstream, ``core/precision.py``) and
+``TRUNCATE_TEXT``.
 Configs: ``configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml`` (base-to-novel and
 cross-dataset), ``vit_b16_c4_ep10_batch1.yaml``, ``vit_b16_c8_ep10_batch1.yaml``,
 ``vit_b16_c16_ep10_batch1.yaml``.
@@ -110,6 +113,7 @@ class CoCoOp(CrossEntropyPromptTrainer):
                        "xd": "vit_b16_c4_ep10_batch1_ctxv1"}
     tiny_config = "tiny_c4_ep10_batch4_ctxv1"
     table_order = 20
+    upstream_fp16_prompts = ("ctx", "meta_net")
 
     @classmethod
     def add_config(cls, cfg) -> None:
@@ -118,6 +122,7 @@ class CoCoOp(CrossEntropyPromptTrainer):
         node.N_CTX = 16
         node.CTX_INIT = ""
         node.PREC = "fp16"
+        node.PROMPT_PREC = "fp32"
         node.TRUNCATE_TEXT = True
 
     @classmethod

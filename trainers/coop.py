@@ -4,7 +4,9 @@ Config node ``TRAINER.COOP`` (upstream names and defaults): ``N_CTX`` 16, ``CSC`
 ``CTX_INIT`` "" (e.g. "a photo of a": then the context starts as those tokens' embeddings and
 N_CTX is its number of BPE tokens; upstream counted words, which differs for words such as
 "itap"), ``CLASS_TOKEN_POSITION`` end/middle/front, ``PREC`` fp16/fp32/bf16/amp (fp32 on CPU),
-plus ``TRUNCATE_TEXT``, ``CACHE_TEXT`` and ``SHARED_PREFIX`` (the core's exact speed-ups,
+plus ``PROMPT_PREC`` (``fp32`` default; ``upstream``: under ``PREC fp16`` ``ctx`` is an fp16
+parameter trained without gradient scaling, as upstream, ``core/precision.py``),
+``TRUNCATE_TEXT``, ``CACHE_TEXT`` and ``SHARED_PREFIX`` (the core's exact speed-ups,
 ``core/encoders.py`` and ``core/model.py``; ``SHARED_PREFIX`` applies to the ``end`` position with
 a generic context, the only layout whose rows before the class name are the same for all classes).
 The parameter is ``ctx`` (``[N_CTX, D]``, or ``[n_cls, N_CTX, D]`` with CSC); the registered
@@ -127,16 +129,18 @@ class CoOp(CrossEntropyPromptTrainer):
                        "xd": "vit_b16_ep50_ctxv1", "few_shot": "vit_b16_ep50_ctxv1"}
     tiny_config = "tiny_ctx4_ep10"
     table_order = 10
+    upstream_fp16_prompts = ("ctx",)
 
     @classmethod
     def add_config(cls, cfg) -> None:
-        """Upstream keys plus the three speed-up switches."""
+        """Upstream keys plus the prompt dtype and the three speed-up switches."""
         cfg.TRAINER.COOP = CN()
         node = cfg.TRAINER.COOP
         node.N_CTX = 16
         node.CSC = False
         node.CTX_INIT = ""
         node.PREC = "fp16"
+        node.PROMPT_PREC = "fp32"
         node.CLASS_TOKEN_POSITION = "end"
         node.TRUNCATE_TEXT = True
         node.CACHE_TEXT = True

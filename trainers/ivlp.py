@@ -19,6 +19,9 @@ PROMPT_DEPTH_TEXT    9               prompted text layers (>= 1)
 PROMPT_DEPTH_VISION  9               prompted vision layers (0: language-only prompting)
 CTX_INIT             "a photo of a"  text init and prompt text ('' = random, "X"s)
 PREC                 "fp16"          ``fp32``/``fp16``/``bf16``/``amp`` (fp32 on CPU)
+PROMPT_PREC          "fp32"          ``upstream``: under ``PREC fp16``, ``ctx_text.0`` is an
+                                     fp16 parameter, no gradient scaling (as upstream;
+                                     ``core/precision.py``)
 TRUNCATE_TEXT        True            exact speed-up: text tower up to the last EOT row
 CACHE_TEXT           True            exact speed-up: text features once per evaluation
 SHARED_PREFIX        True            exact speed-up: rows before the class name run once
@@ -55,6 +58,7 @@ def add_ivlp_keys(node: CN) -> CN:
     node.PROMPT_DEPTH_VISION = 9
     node.CTX_INIT = "a photo of a"
     node.PREC = "fp16"
+    node.PROMPT_PREC = "fp32"
     node.TRUNCATE_TEXT = True
     node.CACHE_TEXT = True
     node.SHARED_PREFIX = True
@@ -176,6 +180,7 @@ class IVLP(CrossEntropyPromptTrainer):
     default_configs = {"base2new": "vit_b16_c2_ep20_batch4_4+4ctx"}
     tiny_config = "tiny_4+4ctx_ep10"
     table_order = 30
+    upstream_fp16_prompts = ("ctx_text.0",)
 
     @classmethod
     def add_config(cls, cfg) -> None:

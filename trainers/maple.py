@@ -10,12 +10,16 @@ Model (docs/METHOD.md), depth ``J = PROMPT_DEPTH``, ``n = N_CTX``:
   (so they start identical, as upstream); ``D_t``/``D_v`` are the loaded CLIP's widths;
 * vision prompts ``V_k = F_k(P_k)`` (``[n, D_v]``), placed like IVLP's.
 
-All trainable tensors are fp32 (upstream's fp16 ``proj`` breaks fp32 and amp runs); they are
-cast to the activation dtype where inserted. ViT-B/16, ``n`` 2, ``J`` 9: 3,555,072 parameters.
+All trainable tensors are fp32 by default (upstream's fp16 ``proj`` breaks its fp32 and amp
+runs); they are cast to the activation dtype where inserted. With ``PROMPT_PREC upstream`` and
+``PREC fp16``, ``ctx`` and ``proj`` are fp16 parameters and the rest fp32, trained without
+gradient scaling, as upstream (``core/precision.py``). ViT-B/16, ``n`` 2, ``J`` 9: 3,555,072
+parameters.
 
 Config node ``TRAINER.MAPLE`` (upstream names): ``N_CTX`` 2, ``CTX_INIT`` "a photo of a",
 ``PREC`` "fp16" (``fp32``/``fp16``/``bf16``/``amp``; fp32 on CPU), ``PROMPT_DEPTH`` 9, plus
-``TRUNCATE_TEXT``, ``CACHE_TEXT`` and ``SHARED_PREFIX`` (the core's exact speed-ups). Configs:
+``PROMPT_PREC`` (``fp32``/``upstream``), ``TRUNCATE_TEXT``, ``CACHE_TEXT`` and
+``SHARED_PREFIX`` (the core's exact speed-ups). Configs:
 ``configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml`` (base-to-novel) and
 ``vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml`` (ImageNet -> others, depth 3, 2 epochs).
 """
@@ -95,6 +99,7 @@ class MaPLe(CrossEntropyPromptTrainer):
                        "xd": "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"}
     tiny_config = "tiny_2ctx_ep10"
     table_order = 40
+    upstream_fp16_prompts = ("ctx", "proj")
 
     @classmethod
     def add_config(cls, cfg) -> None:
@@ -103,6 +108,7 @@ class MaPLe(CrossEntropyPromptTrainer):
         node.N_CTX = 2
         node.CTX_INIT = "a photo of a"
         node.PREC = "fp16"
+        node.PROMPT_PREC = "fp32"
         node.PROMPT_DEPTH = 9
         node.TRUNCATE_TEXT = True
         node.CACHE_TEXT = True

@@ -17,7 +17,8 @@ restored on resume, so a resumed run aggregates exactly as an uninterrupted one;
 file or a changed schedule stops the resume with an error naming ``TRAINER.PROMPTSRC.GPA*``.
 
 Config node ``TRAINER.PROMPTSRC``: IVLP's keys (``N_CTX_TEXT``/``N_CTX_VISION`` 4,
-``PROMPT_DEPTH_TEXT``/``PROMPT_DEPTH_VISION`` 9, ``CTX_INIT``, ``PREC``, ``TRUNCATE_TEXT``,
+``PROMPT_DEPTH_TEXT``/``PROMPT_DEPTH_VISION`` 9, ``CTX_INIT``, ``PREC``, ``PROMPT_PREC``
+(``upstream``: ``ctx_text.0`` fp16 under ``PREC fp16``, as IVLP), ``TRUNCATE_TEXT``,
 ``CACHE_TEXT``, ``SHARED_PREFIX``) plus ``TEXT_LOSS_WEIGHT`` 25, ``IMAGE_LOSS_WEIGHT`` 10, ``KL_LOSS_WEIGHT`` 1
 (hard-coded upstream), ``GPA`` True, ``GPA_MEAN`` 15, ``GPA_STD`` 1. Configs per protocol:
 ``vit_b16_c2_ep20_batch4_4+4ctx.yaml`` (base-to-novel, GPA 15/1),
@@ -93,6 +94,7 @@ class PromptSRC(GPAMixin, PromptTrainer):
                        "few_shot": "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"}
     tiny_config = "tiny_4+4ctx_ep10"
     table_order = 50
+    upstream_fp16_prompts = ("ctx_text.0",)
     gpa_loaded_message = "GPA: loaded the Gaussian-weighted average of the prompts of {n} epochs"
 
     @classmethod

@@ -6,10 +6,13 @@ and the tests, so a new registered trainer appears everywhere with no other edit
 (False: evaluated only, e.g. ``ZeroshotCLIP``), ``config_node`` (``"MMLOP"`` for
 ``TRAINER.MMLOP``), ``default_configs`` (protocol -> config stem under ``config_dir``),
 ``tiny_config`` (the stem for the tiny offline CLIP), ``table_order`` (row order in tables),
-``config_dir`` (default ``configs/trainers/<name>``).
+``config_dir`` (default ``configs/trainers/<name>``), ``upstream_fp16_prompts`` (the prompt
+learner's parameters, or sub-modules, that upstream trains as fp16 parameters under ``PREC fp16``:
+what ``PROMPT_PREC upstream`` makes fp16, ``core/precision.py``).
 
 **Config**: ``add_config(cfg)`` (class method) adds the ``TRAINER.<config_node>`` keys;
-``check_config(cfg, node, prefix)`` (class method) validates them with ``trainers.core.checks``.
+``check_config(cfg, node, prefix)`` (class method) validates them with ``trainers.core.checks``
+(the base checks ``PREC`` and ``PROMPT_PREC`` when the node has them).
 Dassl calls ``check_cfg`` before loading the dataset or the backbone, so bad values fail fast.
 
 **Building**:
@@ -20,7 +23,8 @@ Dassl calls ``check_cfg`` before loading the dataset or the backbone, so bad val
 * ``register_prompt_learner(module)``: optimizer + scheduler over the prompt learner, registered
   as ``prompt_learner`` (checkpoints ``<dir>/prompt_learner/model.pth.tar-<epoch>`` hold only its
   parameters), the ``Number of trainable parameters: N`` log line, optional ``MODEL.INIT_WEIGHTS``,
-  and a gradient scaler when the precision needs one.
+  the prompt dtypes of ``TRAINER.<config_node>.PROMPT_PREC`` (``core/precision.py``; fp32 when
+  the node has no such key) and a gradient scaler when the precision needs one.
 
 **Training**: ``backward_and_update(loss)`` (plain or scaled update); ``finish_step(loss, logits,
 label, parts)`` ends ``forward_backward``: the update, the batch summary, and after the last batch
@@ -48,8 +52,8 @@ from dassl.utils import CheckpointMismatchError, load_checkpoint, load_pretraine
 from dassl.utils.torchtools import find_model_file
 
 from .backbone import load_clip_to_cpu
-from .checks import check_precision
-from .precision import resolve_precision
+from .checks import check_choice, check_precision
+from .precision import PROMPT_PRECS, cast_prompt_parameters, resolve_precision, scales_gradients
 
 CLASS_DEPENDENT_KEYS = ("token_prefix", "token_suffix", "tokenized_prompts")
 
@@ -70,6 +74,7 @@ class PromptTrainer(TrainerX):
     tiny_config: ClassVar[Optional[str]] = None
     table_order: ClassVar[int] = 100
     config_dir: ClassVar[str] = ""
+    upstream_fp16_prompts: ClassVar[tuple[str, ...]] = ()
 
     model: nn.Module
     scaler = None
@@ -82,9 +87,12 @@ class PromptTrainer(TrainerX):
     def check_config(cls, cfg, node, prefix: str) -> None:
         """Validate ``node`` (``cfg.TRAINER.<config_node>``, full key ``prefix``): raise
         ``ConfigError`` naming the key, the value and what is allowed. The default checks
-        ``PREC``; override and call ``super()`` to add the method's own checks."""
+        ``PREC`` and ``PROMPT_PREC``; override and call ``super()`` to add the method's own
+        checks."""
         if "PREC" in node:
             check_precision(node, prefix)
+        if "PROMPT_PREC" in node:
+            check_choice(node, prefix, "PROMPT_PREC", PROMPT_PRECS)
 
     def check_cfg(self, cfg) -> None:
         if self.config_node:
@@ -141,19 +149,36 @@ class PromptTrainer(TrainerX):
                                            key=f"TRAINER.{self.config_node}.PREC")
         return clip_model.to(self.device)
 
+    @property
+    def prompt_prec(self) -> str:
+        """``TRAINER.<config_node>.PROMPT_PREC`` (``fp32`` for a node without the key)."""
+        if not self.config_node:
+            return "fp32"
+        return self.node.get("PROMPT_PREC", "fp32")
+
     def register_prompt_learner(self, module: nn.Module) -> None:
-        """Optimizer, scheduler, registration, parameter log lines, optional init weights."""
+        """Prompt dtypes, optimizer, scheduler, registration, parameter log lines, optional init
+        weights, gradient scaler."""
+        prompt_prec = self.prompt_prec
+        changed = cast_prompt_parameters(module, self.precision, prompt_prec,
+                                         self.upstream_fp16_prompts)
         print("Turning off gradients in both the image and the text encoder")
         names = sorted(n for n, p in module.named_parameters() if p.requires_grad)
         n_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
         print(f"Parameters to be updated: {names}")
         print(f"Number of trainable parameters: {n_params:,}")
+        if prompt_prec == "upstream":
+            key = f"TRAINER.{self.config_node}.PROMPT_PREC"
+            print(f"{key} upstream: fp16 parameters {changed}, trained without gradient scaling"
+                  if changed else f"{key} upstream: every prompt parameter is fp32 under PREC "
+                  f"{self.precision.name}, as upstream")
         if self.cfg.MODEL.INIT_WEIGHTS:
             load_pretrained_weights(module, self.cfg.MODEL.INIT_WEIGHTS)
         self.optim = build_optimizer(module, self.cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
         self.register_model("prompt_learner", module, self.optim, self.sched)
-        self.scaler = torch.amp.GradScaler("cuda") if self.precision.use_grad_scaler else None
+        self.scaler = (torch.amp.GradScaler("cuda") if scales_gradients(self.precision, prompt_prec)
+                       else None)
 
     def backward_and_update(self, loss: torch.Tensor) -> None:
         """One optimizer step on ``loss`` (with gradient scaling when enabled)."""
