@@ -1,5 +1,6 @@
-"""Offline demo (no download, no GPU): ``python demo.py [--quick] [--ablation] [--seeds ...]
-[--datasets ...] [--output DIR]``. See ``proxy/demo.py``."""
+"""Offline demo and proxy benchmark (no download, no GPU): ``python demo.py [--quick] [--ablation]
+[--full] [--protocol base2new dg xd few_shot ablation] [--methods ...] [--seeds ...] [--datasets ...]
+[--output DIR] [--workers N]``. See ``proxy/demo.py``."""
 import sys
 
 from proxy.demo import main

@@ -24,6 +24,10 @@ Generation writes into a temporary sibling folder and renames it into place once
 completion marker ``.generated.json`` records the generator version and settings, so a folder
 from another version is regenerated. The loaders then follow the shared protocol
 (``datasets.protocol.finalize_splits``: few-shot with its JSON cache, base/new).
+
+Class-subset datasets (end of this module, ``SYNTHETIC_SUBSETS``) hold a quadrant of the class
+space (first or last five colours x first or last five shapes) of one style and read that style's
+images; the proxy benchmark's domain-generalization and cross-dataset protocols use them.
 """
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ from dassl.data.datasets.build import DATASET_REGISTRY
 
 from .protocol import dataset_root, doc_ref, finalize_splits, read_split, save_split
 from .split_checks import CanonicalNames
-from .synthetic_render import all_classes, draw_scene_params, render
+from .synthetic_render import COLOUR_NAMES, SHAPES, all_classes, class_name, draw_scene_params, render
 
 GENERATOR_NAME = "mmlop-synthetic-shapes"
 GENERATOR_VERSION = 2  # 2: objects tilted by at most 10 degrees instead of any angle
@@ -267,4 +271,95 @@ SYNTHETIC_DATASETS: dict[str, str] = {
     cls.__name__: cls.style
     for cls in (SyntheticShapes, SyntheticShapesWarm, SyntheticShapesTexture, SyntheticShapesSmall,
                 SyntheticShapesFog, SyntheticShapesSketch)
+}
+
+
+# ---------------------------------------------------------------------------- class subsets
+# The offline proxy benchmark's cross-dataset and domain-generalization datasets: a subset of the
+# class space (colours x shapes) of one style. They read the images of that style's dataset (the
+# same generated folder, so nothing is rendered twice) and label their own classes 0..N-1 in sorted
+# class-name order; only their few-shot cache lives in a folder of their own.
+SUBSET_ROOT = "synthetic_shapes_subsets"
+# The quadrants of the class space: the first / last five colours and shapes in sorted order.
+SOURCE_COLOURS: tuple[str, ...] = COLOUR_NAMES[:5]
+OTHER_COLOURS: tuple[str, ...] = COLOUR_NAMES[5:]
+SOURCE_SHAPES: tuple[str, ...] = SHAPES[:5]
+OTHER_SHAPES: tuple[str, ...] = SHAPES[5:]
+
+
+class SyntheticShapesSubsetBase(SyntheticShapesBase):
+    """The classes ``colours x shapes`` of the dataset of ``style`` (images shared with it).
+
+    Subclasses set ``style``, ``parent`` (the registered full dataset of that style), ``colours``,
+    ``shapes`` and ``subset_dir`` (the folder under ``<DATASET.ROOT>/synthetic_shapes_subsets/``
+    that holds the subset's ``split_fewshot/`` cache). Train/val/test are the parent's images of
+    these classes, relabelled in sorted class-name order.
+    """
+
+    parent: type[SyntheticShapesBase] = SyntheticShapes
+    colours: tuple[str, ...] = ()
+    shapes: tuple[str, ...] = ()
+    subset_dir = ""
+
+    @classmethod
+    def subset_classnames(cls) -> list[str]:
+        """The subset's class names in label order."""
+        wanted = {class_name(c, s) for c in cls.colours for s in cls.shapes}
+        return [name for name, _, _ in all_classes() if name in wanted]
+
+    def __init__(self, cfg) -> None:
+        root = dataset_root(cfg)
+        parent = self.parent
+        parent_dir = ensure_generated(root, parent.dataset_dir, parent.style, parent.split_file)
+        self.dataset_dir = os.path.join(root, SUBSET_ROOT, self.subset_dir)
+        self.image_dir = os.path.join(parent_dir, "images")
+        self.split_path = os.path.join(parent_dir, parent.split_file)
+        self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
+        train, val, test = read_split(self.split_path, self.image_dir, canonical=self.canonical_classnames())
+        labels = {name: i for i, name in enumerate(self.subset_classnames())}
+
+        def keep(items: list[Datum]) -> list[Datum]:
+            return [Datum(impath=d.impath, label=labels[d.classname], classname=d.classname)
+                    for d in items if d.classname in labels]
+
+        train, val, test = finalize_splits(
+            cfg, self.dataset_dir, self.image_dir, keep(train), keep(val), keep(test), anchor=ANCHOR,
+            source=self.split_path
+        )
+        DatasetBase.__init__(self, train_x=train, val=val, test=test)
+
+
+def _subset(name: str, parent: type[SyntheticShapesBase], colours, shapes, doc: str) -> type:
+    cls = type(name, (SyntheticShapesSubsetBase,), {
+        "__doc__": doc, "__module__": __name__, "style": parent.style, "parent": parent,
+        "dataset_dir": parent.dataset_dir, "split_file": parent.split_file,
+        "colours": tuple(colours), "shapes": tuple(shapes), "subset_dir": name,
+    })
+    return DATASET_REGISTRY.register()(cls)
+
+
+_SOURCE_DOC = "the source classes (first five colours x first five shapes)"
+SyntheticShapesSource = _subset("SyntheticShapesSource", SyntheticShapesFog, SOURCE_COLOURS, SOURCE_SHAPES,
+                                f"Fog style, {_SOURCE_DOC}: the proxy's ImageNet (xd/dg source, few-shot).")
+SyntheticShapesSourceWarm = _subset("SyntheticShapesSourceWarm", SyntheticShapesWarm, SOURCE_COLOURS, SOURCE_SHAPES,
+                                    f"Warm style, {_SOURCE_DOC} (domain-generalization target).")
+SyntheticShapesSourceTexture = _subset("SyntheticShapesSourceTexture", SyntheticShapesTexture, SOURCE_COLOURS,
+                                       SOURCE_SHAPES, f"Texture style, {_SOURCE_DOC} (domain-generalization target).")
+SyntheticShapesSourceSketch = _subset("SyntheticShapesSourceSketch", SyntheticShapesSketch, SOURCE_COLOURS,
+                                      SOURCE_SHAPES, f"Sketch style, {_SOURCE_DOC} (domain-generalization target).")
+SyntheticShapesSourceSmall = _subset("SyntheticShapesSourceSmall", SyntheticShapesSmall, SOURCE_COLOURS,
+                                     SOURCE_SHAPES, f"Small style, {_SOURCE_DOC} (domain-generalization target).")
+SyntheticShapesXdColours = _subset("SyntheticShapesXdColours", SyntheticShapesFog, OTHER_COLOURS, SOURCE_SHAPES,
+                                   "Fog style, the other five colours x the source shapes (cross-dataset target).")
+SyntheticShapesXdShapes = _subset("SyntheticShapesXdShapes", SyntheticShapesFog, SOURCE_COLOURS, OTHER_SHAPES,
+                                  "Fog style, the source colours x the other five shapes (cross-dataset target).")
+SyntheticShapesXdBoth = _subset("SyntheticShapesXdBoth", SyntheticShapesFog, OTHER_COLOURS, OTHER_SHAPES,
+                                "Fog style, the other colours x the other shapes (cross-dataset target).")
+
+# Registry name -> (style, colours, shapes) of the class-subset datasets.
+SYNTHETIC_SUBSETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    cls.__name__: (cls.style, cls.colours, cls.shapes)
+    for cls in (SyntheticShapesSource, SyntheticShapesSourceWarm, SyntheticShapesSourceTexture,
+                SyntheticShapesSourceSketch, SyntheticShapesSourceSmall, SyntheticShapesXdColours,
+                SyntheticShapesXdShapes, SyntheticShapesXdBoth)
 }

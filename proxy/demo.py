@@ -1,20 +1,26 @@
-"""Offline demo: pretrain (or reuse) the tiny CLIP, run base-to-novel, print the table, draw the plot.
+"""Offline demo and proxy benchmark: pretrain (or reuse) the tiny CLIP, run the protocols, print
+the tables with 95% seed intervals, draw the plots.
 
-``python demo.py`` (from the repository root) needs no download and no GPU. It
+``python demo.py`` (from the repository root) needs no download and no GPU. By default it
 
-1. pretrains the tiny CLIP on rendered shapes (about 5 minutes on 2 cores; cached, see
+1. pretrains the tiny CLIP on rendered shapes (about 3 minutes on 2 cores; cached, see
    ``proxy.pretrain``), or reuses the cached checkpoint;
 2. runs base-to-novel generalization (16 shots, ``proxy.runs``) over the synthetic datasets and
    seeds, through ``train.py`` into the usual ``output/base2new/...`` tree (the sweep engine's
-   local backend: ``--workers N`` runs N at once), with ZeroshotCLIP,
-   CoOp, IVLP and MMLoP by default; ``--methods all`` adds every other registered trainer that
-   names a tiny config (its ``tiny_config`` fact, ``trainers/core/methods.py``), in table order;
-3. prints base / novel / HM with trainable-parameter counts and writes HM against parameters as a
-   PNG (``<output>/proxy_demo/hm_vs_params.png``) plus ``summary.json``.
+   local backend: ``--workers N`` runs N at once), with ZeroshotCLIP, CoOp, IVLP and MMLoP;
+   ``--methods all`` adds every other registered trainer that names a tiny config (its
+   ``tiny_config`` fact, ``trainers/core/methods.py``), in table order;
+3. prints base / novel / HM (mean ± 95% CI over seeds, ``proxy.stats``) with trainable-parameter
+   counts and MMLoP's paired differences, writes HM against parameters as a PNG
+   (``<output>/proxy_demo/hm_vs_params.png``) plus ``summary.json``.
 
-``--ablation`` runs MMLoP's ablation rows instead (IVLP setting, low-rank, + consistency, + drift
-correction, + shared U). ``--quick`` is the CI size (the same tiny CLIP; one dataset, two seeds,
-three methods).
+``--full`` runs every protocol with all seven methods (``proxy.protocols``: base-to-novel,
+domain generalization, cross-dataset, few-shot, then MMLoP's ablation rows) into one output tree and
+writes ``<output>/proxy_demo/benchmark.json`` (tables, per-seed values, intervals, wall time per
+part), ``tables.md``, ``few_shot.png`` and the sweep's own tables (``sweep_tables/``);
+``--protocol dg xd ...`` runs only those parts. ``--ablation`` runs MMLoP's ablation rows at the
+default size (IVLP setting, low-rank, + consistency, + drift correction, + shared U). ``--quick`` is
+the CI size (the same tiny CLIP; one dataset, two seeds, three methods).
 
 These are proxy numbers on a toy domain, not the paper's: they show that the code learns and
 generalizes, and how the methods compare at this scale.
@@ -31,6 +37,8 @@ from typing import Callable, Optional, Sequence
 
 from dassl.utils.tools import write_json
 
+from . import protocols as P
+from .plot import plot_few_shot, plot_hm_vs_params
 from .runs import REPO_ROOT, Method, RunResult, harmonic_mean, run_grid_jobs
 
 ABLATION_ROWS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -42,7 +50,7 @@ ABLATION_ROWS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
                                "TRAINER.MMLOP.DRIFT_CORRECTION", "False")),
     ("+ consistency", "consistency", ("TRAINER.MMLOP.SHARE_U", "none", "TRAINER.MMLOP.DRIFT_CORRECTION", "False")),
     ("+ drift correction", "drift", ("TRAINER.MMLOP.SHARE_U", "none")),
-    ("+ shared U (MMLoP)", "shared_u", ()),
+    ("+ shared U (MMLoP)", "", ()),            # the MMLoP config itself: shares the MMLoP row's runs
 )
 
 
@@ -59,7 +67,7 @@ class Preset:
 
 
 # Default size: measured 579 s on 2 idle cores with a fresh cache (176 s of it pretraining).
-FULL = Preset(pretrain_steps=1200, datasets=("synthetic_warm", "synthetic_fog"), seeds=(1, 2, 3),
+DEFAULT = Preset(pretrain_steps=1200, datasets=("synthetic_warm", "synthetic_fog"), seeds=(1, 2, 3),
               methods=("ZeroshotCLIP", "CoOp", "IVLP", "MMLoP"))
 QUICK = Preset(pretrain_steps=1200, datasets=("synthetic_fog",), seeds=(1, 2),
                output="output_quick", methods=("ZeroshotCLIP", "CoOp", "MMLoP"))
@@ -81,7 +89,8 @@ def ablation_methods() -> list[Method]:
     config = method_info("MMLoP").tiny_config
     if config is None:
         raise FileNotFoundError("MMLoP names no tiny config: the ablation needs one")
-    return [Method(label, "MMLoP", config, opts, tag=f"{config}_ablation_{tag}") for label, tag, opts in ABLATION_ROWS]
+    return [Method(label, "MMLoP", config, opts, tag=f"{config}_ablation_{tag}" if tag else "")
+            for label, tag, opts in ABLATION_ROWS]
 
 
 def summarize(results: Sequence[RunResult], methods: Sequence[Method], datasets: Sequence[str]) -> list[dict]:
@@ -152,22 +161,29 @@ def run_grid(methods: Sequence[Method], datasets: Sequence[str], seeds: Sequence
                          on_start=started, on_result=ended)
 
 
-def run_demo(preset: Preset, ablation: bool = False, data_root: str = "data", pretrain_seed: int = 1,
-             cache_dir: Optional[str] = None, log: Callable[[str], None] = print, workers: int = 1) -> dict:
-    """Pretrain or reuse, run the grid, write ``summary.json`` (and the plot); return the summary."""
+def _backbone(pretrain_steps: int, pretrain_seed: int, cache_dir: Optional[str], log) -> tuple[str, float]:
     from .pretrain import get_checkpoint
     from .tiny_clip import PretrainConfig
 
     t0 = time.time()
-    config = replace(PretrainConfig(), steps=preset.pretrain_steps)
-    backbone = get_checkpoint(pretrain_seed, config, cache_dir, log=log)
-    pretrain_seconds = time.time() - t0
+    config = replace(PretrainConfig(), steps=pretrain_steps)
+    return get_checkpoint(pretrain_seed, config, cache_dir, log=log), time.time() - t0
+
+
+def run_demo(preset: Preset, ablation: bool = False, data_root: str = "data", pretrain_seed: int = 1,
+             cache_dir: Optional[str] = None, log: Callable[[str], None] = print, workers: int = 1) -> dict:
+    """Pretrain or reuse, run the grid, write ``summary.json`` (and the plot); return the summary."""
+    t0 = time.time()
+    backbone, pretrain_seconds = _backbone(preset.pretrain_steps, pretrain_seed, cache_dir, log)
     methods = ablation_methods() if ablation else available_methods(preset.methods)
     log(f"Methods: {', '.join(m.label for m in methods)}; datasets: {', '.join(preset.datasets)}; "
         f"seeds: {', '.join(map(str, preset.seeds))}")
+    t1 = time.time()
     results = run_grid(methods, preset.datasets, preset.seeds, backbone, os.path.abspath(data_root),
                        os.path.abspath(preset.output), preset.extra_opts, log, workers)
+    runs_seconds = time.time() - t1
     rows = summarize(results, methods, preset.datasets)
+    stats = P.base2new_tables(results, preset.datasets, methods)
     table = format_table(rows, preset.datasets)
     out_dir = os.path.join(os.path.abspath(preset.output), "proxy_demo")
     name = "ablation" if ablation else "summary"
@@ -175,24 +191,188 @@ def run_demo(preset: Preset, ablation: bool = False, data_root: str = "data", pr
         "backbone": backbone, "pretrain_seed": pretrain_seed, "pretrain_steps": preset.pretrain_steps,
         "datasets": list(preset.datasets), "seeds": list(preset.seeds), "extra_opts": list(preset.extra_opts),
         "rows": rows, "runs": [vars(r) | {"hm": r.hm} for r in results], "table": table,
-        "pretrain_seconds": round(pretrain_seconds, 1), "wall_seconds": round(time.time() - t0, 1),
+        "stats": stats, "table_ci": stats["table"], "paired_table": stats["paired_table"],
+        "pretrain_seconds": round(pretrain_seconds, 1), "runs_seconds": round(runs_seconds, 1),
+        "load_average": _load_average(), "workers": workers,
     }
     if not ablation:
         summary["plot"] = _plot(rows, os.path.join(out_dir, "hm_vs_params.png"), preset)
+    summary["wall_seconds"] = round(time.time() - t0, 1)
     write_json(summary, os.path.join(out_dir, f"{name}.json"))
     log("")
     log(f"Base-to-novel on {', '.join(preset.datasets)} (16 shots, seeds {', '.join(map(str, preset.seeds))}; "
-        "tiny CLIP, proxy numbers, not the paper's):" if not ablation else "MMLoP ablation (tiny CLIP, proxy numbers):")
-    log(table)
+        "tiny CLIP, proxy numbers, not the paper's; mean ± 95% CI over seeds):" if not ablation
+        else "MMLoP ablation (tiny CLIP, proxy numbers; mean ± 95% CI over seeds):")
+    log(stats["table"])
+    if stats["paired_table"]:
+        log("")
+        log(f"Paired differences, {stats['reference']} minus each row (same seeds and datasets; * = 95% CI "
+            "excludes 0):")
+        log(stats["paired_table"])
     if "plot" in summary:
         log(f"Plot: {summary['plot']}")
-    log(f"Summary: {os.path.join(out_dir, name + '.json')} (total {summary['wall_seconds']:.0f}s)")
+    log(f"Summary: {os.path.join(out_dir, name + '.json')} (pretraining {pretrain_seconds:.0f}s, runs "
+        f"{runs_seconds:.0f}s, total {summary['wall_seconds']:.0f}s)")
     return summary
 
 
-def _plot(rows, path: str, preset: Preset) -> str:
-    from .plot import plot_hm_vs_params
+def _load_average() -> Optional[list[float]]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
+
+@dataclass(frozen=True)
+class Benchmark:
+    """Sizes of the full proxy benchmark (``--full``): every protocol of ``proxy.protocols``."""
+
+    pretrain_steps: int = 1200
+    b2n_datasets: tuple[str, ...] = ("synthetic_warm", "synthetic_fog")
+    seeds: tuple[int, ...] = (1, 2, 3)
+    source: str = P.SOURCE
+    dg_targets: tuple[str, ...] = P.DG_TARGETS
+    xd_targets: tuple[str, ...] = P.XD_TARGETS
+    shots: tuple[int, ...] = P.FEW_SHOTS
+    methods: Optional[tuple[str, ...]] = None           # None: every method with a tiny config
+    extra_opts: tuple[str, ...] = ()
+    output: str = "output"
+
+
+BENCHMARK = Benchmark()
+
+
+def run_benchmark(bench: Benchmark, protocols: Sequence[str] = P.PROTOCOLS, data_root: str = "data",
+                  pretrain_seed: int = 1, cache_dir: Optional[str] = None, log: Callable[[str], None] = print,
+                  workers: int = 1) -> dict:
+    """Run ``protocols`` (in ``P.PROTOCOLS`` order) at ``bench``'s size; print each part's tables
+    and wall time; write ``<output>/proxy_demo/benchmark.json``, ``tables.md``, the plots and the
+    sweep's tables. The xd and dg parts share the source trainings; the few-shot 16-shot runs are
+    those trainings too."""
+    unknown = [p for p in protocols if p not in P.PROTOCOLS]
+    if unknown:
+        raise ValueError(f"unknown protocols {unknown}; known: {', '.join(P.PROTOCOLS)}")
+    t0 = time.time()
+    backbone, pretrain_seconds = _backbone(bench.pretrain_steps, pretrain_seed, cache_dir, log)
+    out_root, data = os.path.abspath(bench.output), os.path.abspath(data_root)
+    out_dir = os.path.join(out_root, "proxy_demo")
+    methods = available_methods(bench.methods)
+    parts: dict[str, dict] = {}
+    opts = tuple(bench.extra_opts)
+    for protocol in (p for p in P.PROTOCOLS if p in protocols):
+        start = time.time()
+        log("")
+        log(f"== {protocol} ==")
+        if protocol in ("base2new", "ablation"):
+            rows_methods = ablation_methods() if protocol == "ablation" else methods
+            results = run_grid(rows_methods, bench.b2n_datasets, bench.seeds, backbone, data, out_root, opts, log,
+                               workers)
+            part = P.base2new_tables(results, bench.b2n_datasets, rows_methods)
+            part["datasets"] = list(bench.b2n_datasets)
+            part["runs"] = [vars(r) | {"hm": r.hm} for r in results]
+            if protocol == "ablation":
+                part["steps"] = P.step_differences(part["rows"], part["columns"])
+                part["steps_table"] = P.format_paired(part["steps"], part["columns"], "row",
+                                                      ["base", "novel", "HM"] + [f"HM {P.short_name(d)}"
+                                                                                 for d in bench.b2n_datasets])
+            title = "Base-to-novel" if protocol == "base2new" else "MMLoP ablation (base-to-novel)"
+            title += f" on {', '.join(bench.b2n_datasets)}, 16 shots"
+            if protocol == "base2new":
+                plot_rows = [{"method": r["method"], "params": r["params"], "hm": r["mean"]["hm"]}
+                             for r in part["rows"]]
+                part["plot"] = plot_hm_vs_params(plot_rows, os.path.join(out_dir, "hm_vs_params.png"),
+                                                 f"Tiny-CLIP proxy: base-to-novel HM ({', '.join(bench.b2n_datasets)})")
+        elif protocol in ("dg", "xd"):
+            targets = bench.dg_targets if protocol == "dg" else bench.xd_targets
+            p = P.transfer_plan(methods, targets, bench.seeds, backbone, data, out_root, bench.source,
+                                extra_opts=opts)
+            records = P.run_jobs(p.jobs, out_root, "proxy_transfer", workers, log, _labels(methods))
+            part = P.transfer_tables(records, targets, bench.source)
+            part["targets"] = list(targets)
+            part["runs"] = [vars(r) for r in records]
+            title = ("Domain generalization" if protocol == "dg" else "Cross-dataset") + \
+                f" (source {bench.source}, 16 shots)"
+        else:
+            jobs = P.few_shot_plan(methods, bench.source, bench.seeds, backbone, data, out_root, bench.shots,
+                                   extra_opts=opts)
+            records = P.run_jobs(jobs, out_root, "proxy_few_shot", workers, log, _labels(methods))
+            part = P.few_shot_tables(records, bench.shots)
+            part["dataset"] = bench.source
+            part["runs"] = [vars(r) for r in records]
+            part["plot"] = plot_few_shot(part["rows"], bench.shots, os.path.join(out_dir, "few_shot.png"),
+                                         f"Tiny-CLIP proxy: few-shot accuracy on {bench.source} (25 classes)")
+            title = f"Few-shot on {bench.source}"
+        part["title"] = title
+        part["wall_seconds"] = round(time.time() - start, 1)
+        part["load_average"] = _load_average()
+        parts[protocol] = part
+        _print_part(part, log)
+    summary = {"backbone": backbone, "pretrain_seed": pretrain_seed, "pretrain_steps": bench.pretrain_steps,
+               "pretrain_seconds": round(pretrain_seconds, 1), "seeds": list(bench.seeds), "workers": workers,
+               "extra_opts": list(opts), "parts": parts, "wall_seconds": round(time.time() - t0, 1),
+               "load_average": _load_average()}
+    summary["sweep_tables"] = _sweep_tables(bench, protocols, methods, out_root)
+    write_json(summary, os.path.join(out_dir, "benchmark.json"))
+    with open(os.path.join(out_dir, "tables.md"), "w") as f:
+        f.write(benchmark_markdown(summary))
+    log("")
+    log("Wall time: pretraining " + f"{pretrain_seconds:.0f}s; " + "; ".join(
+        f"{k} {v['wall_seconds']:.0f}s" for k, v in parts.items()) + f"; total {summary['wall_seconds']:.0f}s")
+    log(f"Summary: {os.path.join(out_dir, 'benchmark.json')}; tables: {os.path.join(out_dir, 'tables.md')}")
+    return summary
+
+
+def _labels(methods: Sequence[Method]) -> dict:
+    return {(m.trainer, m.folder): m.label for m in methods}
+
+
+def _print_part(part: dict, log: Callable[[str], None]) -> None:
+    log("")
+    log(f"{part['title']} (tiny CLIP, proxy numbers; mean ± 95% CI over seeds; {part['wall_seconds']:.0f}s):")
+    log(part["table"])
+    if part.get("paired_table"):
+        log("")
+        log(f"Paired differences, {part['reference']} minus each row (* = 95% CI excludes 0):")
+        log(part["paired_table"])
+    if part.get("steps_table"):
+        log("")
+        log("Each ablation row minus the row above it (paired over seeds; * = 95% CI excludes 0):")
+        log(part["steps_table"])
+    if part.get("plot"):
+        log(f"Plot: {part['plot']}")
+
+
+def benchmark_markdown(summary: dict) -> str:
+    """All parts' tables as one markdown page (``tables.md``)."""
+    lines = [f"Tiny CLIP {summary['backbone']} (pretraining {summary['pretrain_seconds']:.0f}s); seeds "
+             f"{', '.join(map(str, summary['seeds']))}; {summary['workers']} worker(s); mean ± 95% CI over seeds "
+             "(Student t); paired differences: * = the 95% CI excludes 0.", ""]
+    for name, part in summary["parts"].items():
+        lines += [f"## {name}: {part['title']} ({part['wall_seconds']:.0f}s)", "", part["table"], ""]
+        if part.get("paired_table"):
+            lines += [f"Paired differences, {part['reference']} minus each row:", "", part["paired_table"], ""]
+        if part.get("steps_table"):
+            lines += ["Each row minus the row above it:", "", part["steps_table"], ""]
+    return "\n".join(lines)
+
+
+def _sweep_tables(bench: Benchmark, protocols: Sequence[str], methods: Sequence[Method], out_root: str) -> list:
+    """The sweep's own tables over the output root (``sweep.tables``), written beside the summary."""
+    from sweep.tables import Selection, Tree, build_tables, write_tables
+
+    want = [p for p in protocols if p in ("base2new", "dg", "xd", "few_shot")]
+    if not want:
+        return []
+    sel = Selection(protocols=want, methods=[(m.trainer, m.folder) for m in methods],
+                    datasets={"base2new": list(bench.b2n_datasets), "dg": list(bench.dg_targets),
+                              "xd": list(bench.xd_targets), "few_shot": [bench.source]},
+                    shots={"few_shot": list(bench.shots), "xd": [P.TRANSFER_SHOTS], "dg": [P.TRANSFER_SHOTS]},
+                    source=bench.source, labels=_labels(methods))
+    tables = build_tables(Tree(out_root), sel=sel)
+    return write_tables(tables, os.path.join(out_root, "proxy_demo", "sweep_tables"))
+
+
+def _plot(rows, path: str, preset: Preset) -> str:
     title = f"Tiny-CLIP proxy: base-to-novel HM ({', '.join(preset.datasets)})"
     return plot_hm_vs_params(rows, path, title)
 
@@ -205,6 +385,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Offline MMLoP demo on a tiny CLIP and synthetic datasets.")
     parser.add_argument("--quick", action="store_true", help="CI size: one dataset (synthetic_fog), 2 seeds, 3 methods")
     parser.add_argument("--ablation", action="store_true", help="run MMLoP's ablation rows instead of the methods")
+    parser.add_argument("--full", action="store_true",
+                        help="the whole proxy benchmark: every protocol, all seven methods (see --protocol)")
+    parser.add_argument("--protocol", nargs="+", choices=list(P.PROTOCOLS),
+                        help="run only these parts of the full benchmark (implies --full)")
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 1 2 3; quick: 1 2)")
     parser.add_argument("--datasets", nargs="+",
                         help="dataset config names under configs/datasets/ (default synthetic_warm synthetic_fog)")
@@ -219,7 +403,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be >= 1")
-    preset = QUICK if args.quick else FULL
+    if args.full or args.protocol:
+        if args.quick or args.ablation:
+            parser.error("--full/--protocol run the whole benchmark; use --protocol ablation for the ablation")
+        return _main_benchmark(parser, args)
+    preset = QUICK if args.quick else DEFAULT
     if args.seeds:
         preset = replace(preset, seeds=tuple(args.seeds))
     if args.datasets:
@@ -235,6 +423,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         run_demo(preset, ablation=args.ablation, data_root=args.data, pretrain_seed=args.pretrain_seed, log=_print,
                  workers=args.workers)
+    except KeyboardInterrupt:
+        _print("Interrupted: run the same command again to continue (finished runs are reused).")
+        return 130
+    return 0
+
+
+def _check_datasets(parser, names: Sequence[str]) -> None:
+    missing = [d for d in names if not os.path.isfile(os.path.join(REPO_ROOT, "configs", "datasets", f"{d}.yaml"))]
+    if missing:
+        parser.error(f"no configs/datasets/<name>.yaml for: {', '.join(missing)}")
+
+
+def _main_benchmark(parser, args) -> int:
+    bench = BENCHMARK
+    if args.seeds:
+        bench = replace(bench, seeds=tuple(args.seeds))
+    if args.datasets:
+        _check_datasets(parser, args.datasets)
+        bench = replace(bench, b2n_datasets=tuple(args.datasets))
+    if args.output:
+        bench = replace(bench, output=args.output)
+    if args.methods:
+        bench = replace(bench, methods=None if "all" in args.methods else tuple(args.methods))
+    try:
+        run_benchmark(bench, tuple(args.protocol or P.PROTOCOLS), data_root=args.data,
+                      pretrain_seed=args.pretrain_seed, log=_print, workers=args.workers)
     except KeyboardInterrupt:
         _print("Interrupted: run the same command again to continue (finished runs are reused).")
         return 130

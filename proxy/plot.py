@@ -1,4 +1,5 @@
-"""The demo's figure: harmonic mean against trainable parameters (log x), as the paper's Fig. 1."""
+"""The proxy figures: HM against trainable parameters (log x, the paper's Fig. 1) and few-shot
+accuracy against shots (CoOp's figure)."""
 from __future__ import annotations
 
 import os
@@ -40,6 +41,44 @@ def plot_hm_vs_params(rows: Sequence[dict], path: str, title: str = "") -> str:
         ax.set_xlim(lo / 3, hi * 3)
     ax.set_title(title or "Base-to-novel HM vs. trainable parameters", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    mkdir_if_missing(os.path.dirname(os.path.abspath(path)))
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+    return path
+
+
+def plot_few_shot(rows: Sequence[dict], shots: Sequence[int], path: str, title: str = "") -> str:
+    """Accuracy against shots per method (CoOp's few-shot figure), with 95% seed intervals as
+    error bars. ``rows``: dicts with ``method``, ``params``, ``mean`` and ``ci`` keyed by the shot
+    count as a string. A method with 0 trainable parameters (zero-shot) is a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.2), dpi=120)
+    for r in rows:
+        ys = [r["mean"].get(str(k)) for k in shots]
+        if r["params"] <= 0:
+            ax.axhline(ys[-1], color="grey", linestyle="--", linewidth=1)
+            ax.annotate(f"{r['method']} ({ys[-1]:.1f})", xy=(0.01, ys[-1]), xycoords=("axes fraction", "data"),
+                        xytext=(0, 3), textcoords="offset points", fontsize=8, color="grey")
+            continue
+        errs = [r["ci"].get(str(k)) or 0.0 for k in shots]
+        star = r["method"].startswith("MMLoP")
+        ax.errorbar(shots, ys, yerr=errs, marker="*" if star else "o", markersize=9 if star else 5, capsize=3,
+                    linewidth=2 if star else 1.2, label=r["method"])
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(shots))
+    ax.set_xticklabels([str(k) for k in shots])
+    ax.set_xlabel("shots per class")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title or "Few-shot accuracy", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     mkdir_if_missing(os.path.dirname(os.path.abspath(path)))
     try:

@@ -1,5 +1,6 @@
-"""End to end, CI size: pretrain the tiny CLIP (about 3 minutes), run base-to-novel through
-train.py, check that prompt learning learns and generalizes (``python demo.py --quick``)."""
+"""End to end, CI size: pretrain the tiny CLIP (about 3 minutes, once per test session: the proxy
+tests share it), run base-to-novel through train.py, check that prompt learning learns and
+generalizes (``python demo.py --quick``)."""
 import json
 import os
 from dataclasses import replace
@@ -10,12 +11,22 @@ from proxy.demo import QUICK, run_demo
 from proxy.runs import Method, run_dirs
 
 
+def tiny_clip_cache(tmp_path_factory) -> str:
+    """Where the proxy tests find the pretrained tiny CLIP: ``$MMLOP_CACHE_DIR`` when set (the
+    machine's cache, as the demo uses it), else one folder per test session, so the first proxy
+    test that needs the checkpoint pretrains it and the others reuse it."""
+    from proxy.pretrain import CACHE_ENV
+
+    return os.environ.get(CACHE_ENV) or str(tmp_path_factory.getbasetemp() / "tiny_clip_cache")
+
+
 @pytest.mark.slow
 def test_quick_proxy_benchmark_learns_and_generalizes(tmp_path_factory):
     root = tmp_path_factory.mktemp("proxy")
     preset = replace(QUICK, output=str(root / "output"))
     lines = []
-    summary = run_demo(preset, data_root=str(root / "data"), cache_dir=str(root / "cache"), log=lines.append)
+    summary = run_demo(preset, data_root=str(root / "data"), cache_dir=tiny_clip_cache(tmp_path_factory),
+                       log=lines.append)
     rows = {r["method"]: r for r in summary["rows"]}
     assert set(rows) == {"ZeroshotCLIP", "CoOp", "MMLoP"}
     zs, coop, mmlop = rows["ZeroshotCLIP"], rows["CoOp"], rows["MMLoP"]
@@ -40,3 +51,9 @@ def test_quick_proxy_benchmark_learns_and_generalizes(tmp_path_factory):
     assert os.path.getsize(summary["plot"]) > 10_000
     assert any(line.startswith("[6/6] MMLoP on synthetic_fog, seed 2: base") for line in lines)
     assert "| MMLoP" in summary["table"]
+    # Seed intervals and MMLoP's paired differences (2 seeds: t = 12.71).
+    stats = {r["method"]: r for r in summary["stats"]["rows"]}
+    assert stats["MMLoP"]["mean"]["hm"] == pytest.approx(mmlop["hm"]) and stats["MMLoP"]["ci"]["hm"] >= 0
+    assert [r["method"] for r in summary["stats"]["paired"]] == ["ZeroshotCLIP", "CoOp"]
+    assert " ± " in summary["table_ci"] and "| CoOp" in summary["paired_table"]
+    assert summary["runs_seconds"] > 0 and summary["wall_seconds"] >= summary["runs_seconds"]
