@@ -22,13 +22,11 @@ few-shot runs ``<D>/<T>/<cfg>_<K>shots/seed<S>``. Finished runs are reused.
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from .runs import Method, TrainPyError, harmonic_mean, sweep_entry
+from .runs import Method, TrainPyError, harmonic_mean, read_results, run_engine, sweep_entry
 from .stats import Interval, mean_ci, paired_difference
 
 SOURCE = "synthetic_src"
@@ -57,23 +55,11 @@ class Record:
     reused: bool
 
 
-def read_results(directory: str) -> Optional[dict]:
-    try:
-        with open(os.path.join(directory, "results.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def run_jobs(jobs, output_root: str, name: str, workers: int = 1, log: Callable[[str], None] = print,
              labels: Optional[dict] = None) -> list[Record]:
     """Run ``jobs`` (``sweep.jobs.Job``) through the sweep engine on ``workers`` local workers, with
     one progress line per job start and end; return a :class:`Record` per job (plan order). Raises
     :class:`proxy.runs.TrainPyError` after the other jobs ran when some failed."""
-    from sweep.backends import LocalBackend
-    from sweep.engine import Engine
-    from sweep.state import DONE, state_dir
-
     jobs = list(jobs)
     total, start = len(jobs), time.time()
     index = {j.id: i for i, j in enumerate(jobs, 1)}
@@ -96,15 +82,7 @@ def run_jobs(jobs, output_root: str, name: str, workers: int = 1, log: Callable[
         elif kind == "failed":
             log(f"[{i}/{total}] {job.describe().strip()}: FAILED ({info.get('message', '')})")
 
-    sdir = state_dir(os.path.abspath(output_root), name)
-    engine = Engine(jobs, sdir, LocalBackend(workers=workers), name=name, progress=False, on_event=event, poll_s=0.2)
-    outcome = engine.run()
-    if outcome.interrupted:
-        raise KeyboardInterrupt("interrupted: the running train.py calls were stopped")
-    if not outcome.complete:
-        problems = [f"{jid}: {outcome.statuses[jid]}: {outcome.details.get(jid, '')}"
-                    for jid, st in outcome.statuses.items() if st != DONE]
-        raise TrainPyError("train.py runs did not finish:\n" + "\n".join(problems))
+    run_engine(jobs, output_root, name, workers, event)
     out = []
     for job in jobs:
         record = read_results(job.dir)

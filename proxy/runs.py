@@ -76,7 +76,8 @@ def run_dirs(output_root: str, dataset: str, method: Method, seed: int) -> tuple
             os.path.join(output_root, "base2new", "test_new", tail))
 
 
-def _read_results(directory: str) -> Optional[dict]:
+def read_results(directory: str) -> Optional[dict]:
+    """A run's ``results.json`` (None: absent or unreadable)."""
     try:
         with open(os.path.join(directory, "results.json")) as f:
             return json.load(f)
@@ -118,10 +119,6 @@ def run_grid_jobs(methods: Sequence[Method], datasets: Sequence[str], seeds: Seq
     ``workers`` local workers; ``on_start(i, method, dataset, seed)`` when a run's first job starts
     (or is found finished) and ``on_result(i, result)`` when its last one ends (``i`` from 1, in
     grid order). Raises :class:`TrainPyError` after the other jobs ran when some failed."""
-    from sweep.backends import LocalBackend
-    from sweep.engine import Engine
-    from sweep.state import DONE, state_dir
-
     p = grid_plan(methods, datasets, seeds, backbone, data_root, output_root, extra_opts)
     by_label = {m.label: m for m in methods}
     runs = [(m, d, s) for d in datasets for s in seeds for m in methods]
@@ -150,9 +147,22 @@ def run_grid_jobs(methods: Sequence[Method], datasets: Sequence[str], seeds: Seq
                 if on_result:
                     on_result(index[key], result)
 
-    sdir = state_dir(os.path.abspath(output_root), "proxy_demo")
-    engine = Engine(p.jobs, sdir, LocalBackend(workers=workers), name="proxy_demo", progress=False, on_event=event,
-                    poll_s=0.2)
+    run_engine(p.jobs, output_root, "proxy_demo", workers, event)
+    return [results[(m.label, d, s)] for m, d, s in runs]
+
+
+def run_engine(jobs, output_root: str, name: str, workers: int, on_event) -> None:
+    """Run ``jobs`` through the sweep engine on ``workers`` local workers (state under
+    ``<output_root>/.sweep/<name>``; ``on_event(kind, job, info)`` as the engine calls it). Raises
+    ``KeyboardInterrupt`` when interrupted and :class:`TrainPyError` after the other jobs ran when
+    some did not finish."""
+    from sweep.backends import LocalBackend
+    from sweep.engine import Engine
+    from sweep.state import DONE, state_dir
+
+    sdir = state_dir(os.path.abspath(output_root), name)
+    engine = Engine(list(jobs), sdir, LocalBackend(workers=workers), name=name, progress=False,
+                    on_event=on_event, poll_s=0.2)
     outcome = engine.run()
     if outcome.interrupted:
         raise KeyboardInterrupt("interrupted: the running train.py calls were stopped")
@@ -160,12 +170,11 @@ def run_grid_jobs(methods: Sequence[Method], datasets: Sequence[str], seeds: Seq
         problems = [f"{jid}: {outcome.statuses[jid]}: {outcome.details.get(jid, '')}"
                     for jid, st in outcome.statuses.items() if st != DONE]
         raise TrainPyError("train.py runs did not finish:\n" + "\n".join(problems))
-    return [results[(m.label, d, s)] for m, d, s in runs]
 
 
 def _run_result(method: Method, key: tuple, jobs: dict, st: dict) -> RunResult:
     train, test = jobs["train"], jobs["test"]
-    base, new = _read_results(train.dir), _read_results(test.dir)
+    base, new = read_results(train.dir), read_results(test.dir)
     if base is None or new is None:
         raise TrainPyError(f"train.py wrote no results.json in {train.dir if base is None else test.dir}")
     return RunResult(method.label, key[1], key[2], base["accuracy"], new["accuracy"], int(base["num_trainable_params"]),

@@ -46,3 +46,13 @@ def trainer_yaml(tmp_path) -> str:
         "TRAIN:\n  PRINT_FREQ: 10\n"
     )
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a test module of tiny in-process runs (``pytestmark =
+    pytest.mark.usefixtures("one_thread")``): avoids oversubscribing shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -28,13 +28,7 @@ COMMON_OPTS = ["INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0",
                "TRAIN.PRINT_FREQ", "5"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The in-process runs are tiny: one intra-op thread avoids oversubscribing shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -240,13 +240,7 @@ TRAINER:
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The in-process runs are tiny: one intra-op thread avoids oversubscribing shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
