@@ -26,12 +26,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+from sweep.spec import DOMAIN_SHIFTS
+
 from .runs import Method, TrainPyError, harmonic_mean, read_results, run_engine, sweep_entry
 from .stats import Interval, mean_ci, paired_difference
 
 SOURCE = "synthetic_src"
-DG_TARGETS: tuple[str, ...] = ("synthetic_src_warm", "synthetic_src_texture", "synthetic_src_sketch",
-                               "synthetic_src_small")
+DG_TARGETS: tuple[str, ...] = DOMAIN_SHIFTS[SOURCE]     # the sweep's tables know them as DG targets
 XD_TARGETS: tuple[str, ...] = ("synthetic_xd_colours", "synthetic_xd_shapes", "synthetic_xd_both")
 FEW_SHOTS: tuple[int, ...] = (1, 2, 4, 8, 16)
 TRANSFER_SHOTS = 16

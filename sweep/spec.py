@@ -23,6 +23,15 @@ CONFIG_PROTOCOL = {"base2new": "base2new", "xd": "xd", "dg": "xd", "few_shot": "
 BENCHMARK_11 = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
                 "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
 IMAGENET_VARIANTS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+# The domain-generalization targets of a source: datasets with the source's classes in other
+# styles. The tables tell DG targets from cross-dataset ones by this, and ``--datasets all`` of
+# ``dg`` means the source's entry. A new source with shifted copies gets a line here.
+DOMAIN_SHIFTS: dict[str, tuple[str, ...]] = {
+    "imagenet": IMAGENET_VARIANTS,
+    "synthetic_src": ("synthetic_src_warm", "synthetic_src_texture", "synthetic_src_sketch",
+                      "synthetic_src_small"),     # the offline proxy benchmark (proxy/protocols.py)
+}
+SHIFTED_DATASETS = frozenset(d for targets in DOMAIN_SHIFTS.values() for d in targets)
 DEFAULT_SOURCE = "imagenet"
 DEFAULT_SEEDS = (1, 2, 3)
 DEFAULT_SHOTS = {"few_shot": (1, 2, 4, 8, 16)}
@@ -31,11 +40,12 @@ DEFAULT_SHOTS_OTHER = (16,)
 
 def all_datasets(protocol: str, source: str = DEFAULT_SOURCE) -> tuple[str, ...]:
     """The datasets ``all`` stands for: the 11 (base2new, few_shot, zeroshot), the 10 targets other
-    than the source (xd), the 4 ImageNet variants (dg)."""
+    than the source (xd), the source's shifted copies (dg: the 4 ImageNet variants for ImageNet;
+    none for a source without an entry in ``DOMAIN_SHIFTS``)."""
     if protocol == "xd":
         return tuple(d for d in BENCHMARK_11 if d != source)
     if protocol == "dg":
-        return IMAGENET_VARIANTS
+        return DOMAIN_SHIFTS.get(source, ())
     return BENCHMARK_11
 
 
@@ -247,6 +257,9 @@ def validate(spec: SweepSpec) -> None:
                       if not os.path.isfile(os.path.join(REPO_ROOT, "configs", "datasets", f"{d}.yaml"))})
     if missing:
         problems.append("no configs/datasets/<name>.yaml for: " + ", ".join(missing))
+    if "dg" in spec.protocols and not spec.datasets_for("dg"):
+        problems.append(f"no domain-generalization targets known for source {spec.source!r} "
+                        f"(known: {', '.join(DOMAIN_SHIFTS)}); name them with --datasets")
     if problems:
         raise ValueError("; ".join(problems))
 

@@ -14,8 +14,8 @@ Layouts (the folders of ``scripts/*.sh`` and upstream):
   papers);
 * cross-dataset and domain generalization: the training ``<source>/<T>/<cfg>_<K>shots/seed*``
   (its final test is the source accuracy) and ``evaluation/<T>/<cfg>_<K>shots/<dataset>/seed*``;
-  the ImageNet variants form the DG table, the other targets the cross-dataset table, each with
-  the average over its targets;
+  the source's shifted copies (``spec.DOMAIN_SHIFTS``: the ImageNet variants for ImageNet) form
+  the DG table, the other targets the cross-dataset table, each with the average over its targets;
 * few-shot: ``<dataset>/<T>/<cfg>_<K>shots/seed*`` (also under ``few_shot/``), datasets x shots;
 * zero-shot: ``ZeroshotCLIP/<cfg>/<dataset>``.
 
@@ -34,7 +34,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
-from .spec import BENCHMARK_11, IMAGENET_VARIANTS, REPO_ROOT
+from .spec import BENCHMARK_11, DOMAIN_SHIFTS, REPO_ROOT, SHIFTED_DATASETS
 
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
@@ -42,7 +42,7 @@ from parse_test_res import collect_results, parse_run, summarize  # noqa: E402
 
 MISSING = "–"
 SETTING_NAMES = {"shots": "shots", "backbone": "backbone", "epochs": "epochs", "classes": "classes"}
-KNOWN_ORDER = BENCHMARK_11 + IMAGENET_VARIANTS
+KNOWN_ORDER = BENCHMARK_11 + tuple(d for targets in DOMAIN_SHIFTS.values() for d in targets)
 SKIP_TOP = {"base2new", "evaluation", "ZeroshotCLIP", "few_shot"}
 SHOTS_RE = re.compile(r"^(.*)_(\d+)shots$")
 
@@ -600,11 +600,12 @@ def build_tables(tree: Tree, others: Sequence[Tree] = (), sel: Optional[Selectio
                     targets = list(given)
                 else:
                     names = dataset_order(found[m])
-                    variants = [d for d in names if d in IMAGENET_VARIANTS]
-                    targets = variants if protocol == "dg" else [d for d in names if d not in IMAGENET_VARIANTS]
-                    if protocol == "xd":
-                        src = sel.source or tree.source_of(m)
-                        targets = [d for d in targets if d != src]
+                    src = sel.source or tree.source_of(m)
+                    shifted = set(DOMAIN_SHIFTS.get(src or "", ())) or SHIFTED_DATASETS
+                    if protocol == "dg":
+                        targets = [d for d in names if d in shifted]
+                    else:
+                        targets = [d for d in names if d not in shifted and d != src]
                 if targets:
                     tables.append(xd_table(trees, m, targets, protocol, sel.source))
     if "few_shot" in want:

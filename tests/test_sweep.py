@@ -22,7 +22,7 @@ from sweep.backends import SlurmBackend, SubmititLocalBackend, parse_time_minute
 from sweep.engine import estimate_eta
 from sweep.jobs import Job, plan
 from sweep.runner import TrainPyCall
-from sweep.spec import SweepSpec, TrainerEntry, load_sweep_file
+from sweep.spec import DOMAIN_SHIFTS, SweepSpec, TrainerEntry, load_sweep_file
 from sweep.state import DONE, INCONSISTENT, PENDING, RUNNING, assess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -308,6 +308,26 @@ def test_xd_dg_few_shot_zeroshot_tables(tmp_path):
     assert fs.rows[0]["cells"]["ours"]["4 shots"].mean == parse_test_res.parse_function(
         f"{root}/dtd/CoOp/y_4shots", test_log=True)["accuracy"]
     assert found["zeroshot"].rows[0]["cells"]["ours"]["Accuracy"].mean == 44.0
+
+
+def test_dg_targets_follow_the_source(tmp_path):
+    """The proxy benchmark's source (synthetic_src): its shifted copies form the DG table in the
+    sweep's own order, the other targets the cross-dataset table, with no selection given; and
+    ``--datasets all`` of ``dg`` means the source's shifted copies, refused for a source with none."""
+    root = str(tmp_path / "out")
+    shifted = DOMAIN_SHIFTS["synthetic_src"]
+    for seed in (1, 2):
+        _write_results(f"{root}/synthetic_src/MMLoP/t_16shots/seed{seed}", accuracy=70.0, seed=seed)
+        for d in (*reversed(shifted), "synthetic_xd_both", "synthetic_xd_colours"):
+            _write_results(f"{root}/evaluation/MMLoP/t_16shots/{d}/seed{seed}", accuracy=50.0, seed=seed)
+    found = {t.protocol: t for t in tables.build_tables(tables.Tree(root))}
+    assert [r["name"] for r in found["dg"].rows] == ["synthetic_src (source)", *shifted, "Average (targets)"]
+    assert [r["name"] for r in found["xd"].rows] == ["synthetic_src (source)", "synthetic_xd_both",
+                                                     "synthetic_xd_colours", "Average (targets)"]
+    dg = plan(_spec(tmp_path, protocols=("dg",), source="synthetic_src", seeds=(1,)))
+    assert sorted({j.dataset for j in dg.jobs if j.kind != "train"}) == sorted(shifted)
+    with pytest.raises(ValueError, match="no domain-generalization targets known for source 'dtd'"):
+        plan(_spec(tmp_path, protocols=("dg",), source="dtd"))
 
 
 UPSTREAM_LOG = """\
