@@ -229,7 +229,9 @@ class Benchmark:
 
     pretrain_steps: int = 1200
     b2n_datasets: tuple[str, ...] = ("synthetic_warm", "synthetic_fog")
-    seeds: tuple[int, ...] = (1, 2, 3)
+    # Five seeds: with three, one bad seed (MMLoP's seed 3 on synthetic_warm) made the intervals
+    # too wide to tell most gaps apart (t = 4.30 for 3 seeds, 2.78 for 5).
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     source: str = P.SOURCE
     dg_targets: tuple[str, ...] = P.DG_TARGETS
     xd_targets: tuple[str, ...] = P.XD_TARGETS
@@ -389,7 +391,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="the whole proxy benchmark: every protocol, all seven methods (see --protocol)")
     parser.add_argument("--protocol", nargs="+", choices=list(P.PROTOCOLS),
                         help="run only these parts of the full benchmark (implies --full)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 1 2 3; quick: 1 2)")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="training seeds (default 1 2 3; quick: 1 2; --full: 1 2 3 4 5)")
     parser.add_argument("--datasets", nargs="+",
                         help="dataset config names under configs/datasets/ (default synthetic_warm synthetic_fog)")
     parser.add_argument("--methods", nargs="+", choices=[m.trainer for m in available_methods()] + ["all"],
