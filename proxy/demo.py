@@ -196,7 +196,7 @@ def run_demo(preset: Preset, ablation: bool = False, data_root: str = "data", pr
         "load_average": _load_average(), "workers": workers,
     }
     if not ablation:
-        summary["plot"] = _plot(rows, os.path.join(out_dir, "hm_vs_params.png"), preset)
+        summary["plot"] = _plot(stats["rows"], os.path.join(out_dir, "hm_vs_params.png"), preset.datasets)
     summary["wall_seconds"] = round(time.time() - t0, 1)
     write_json(summary, os.path.join(out_dir, f"{name}.json"))
     log("")
@@ -280,10 +280,7 @@ def run_benchmark(bench: Benchmark, protocols: Sequence[str] = P.PROTOCOLS, data
             title = "Base-to-novel" if protocol == "base2new" else "MMLoP ablation (base-to-novel)"
             title += f" on {', '.join(bench.b2n_datasets)}, 16 shots"
             if protocol == "base2new":
-                plot_rows = [{"method": r["method"], "params": r["params"], "hm": r["mean"]["hm"]}
-                             for r in part["rows"]]
-                part["plot"] = plot_hm_vs_params(plot_rows, os.path.join(out_dir, "hm_vs_params.png"),
-                                                 f"Tiny-CLIP proxy: base-to-novel HM ({', '.join(bench.b2n_datasets)})")
+                part["plot"] = _plot(part["rows"], os.path.join(out_dir, "hm_vs_params.png"), bench.b2n_datasets)
         elif protocol in ("dg", "xd"):
             targets = bench.dg_targets if protocol == "dg" else bench.xd_targets
             p = P.transfer_plan(methods, targets, bench.seeds, backbone, data, out_root, bench.source,
@@ -374,8 +371,12 @@ def _sweep_tables(bench: Benchmark, protocols: Sequence[str], methods: Sequence[
     return write_tables(tables, os.path.join(out_root, "proxy_demo", "sweep_tables"))
 
 
-def _plot(rows, path: str, preset: Preset) -> str:
-    title = f"Tiny-CLIP proxy: base-to-novel HM ({', '.join(preset.datasets)})"
+def _plot(stat_rows, path: str, datasets: Sequence[str]) -> str:
+    """HM against trainable parameters from ``proxy.protocols.base2new_tables`` rows (mean and
+    95% interval over seeds)."""
+    rows = [{"method": r["method"], "params": r["params"], "hm": r["mean"]["hm"], "hm_ci": r["ci"]["hm"]}
+            for r in stat_rows]
+    title = f"Tiny-CLIP proxy: base-to-novel HM ({', '.join(datasets)})\nbars: 95% CI over seeds"
     return plot_hm_vs_params(rows, path, title)
 
 

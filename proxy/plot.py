@@ -9,7 +9,8 @@ from dassl.utils.tools import atomic_write, mkdir_if_missing
 
 
 def plot_hm_vs_params(rows: Sequence[dict], path: str, title: str = "") -> str:
-    """Write a PNG of ``rows`` (dicts with ``method``, ``params``, ``hm``) to ``path``; return it.
+    """Write a PNG of ``rows`` (dicts with ``method``, ``params``, ``hm`` and optionally ``hm_ci``,
+    the half-width of HM's 95% interval, drawn as an error bar) to ``path``; return it.
 
     Methods with 0 trainable parameters (zero-shot) are drawn as a horizontal dashed line, since
     they have no place on a log axis. Written atomically (temporary file, then rename).
@@ -29,7 +30,10 @@ def plot_hm_vs_params(rows: Sequence[dict], path: str, title: str = "") -> str:
                         xytext=(0, 3), textcoords="offset points", fontsize=8, color="grey")
     for r in trained:
         star = r["method"].startswith("MMLoP")
-        ax.scatter(r["params"], r["hm"], s=120 if star else 50, marker="*" if star else "o", zorder=3)
+        dot = ax.scatter(r["params"], r["hm"], s=120 if star else 50, marker="*" if star else "o", zorder=3)
+        if r.get("hm_ci"):
+            ax.errorbar(r["params"], r["hm"], yerr=r["hm_ci"], fmt="none", capsize=3, alpha=0.6,
+                        ecolor=dot.get_facecolor()[0], zorder=2)
         ax.annotate(r["method"], (r["params"], r["hm"]), xytext=(5, 4), textcoords="offset points", fontsize=8)
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())

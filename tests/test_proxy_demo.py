@@ -87,7 +87,7 @@ def test_summary_averages_seeds_then_datasets_and_formats_a_table():
 
 def test_plot_is_written(tmp_path):
     rows = [{"method": "ZeroshotCLIP", "params": 0, "hm": 50.0}, {"method": "CoOp", "params": 512, "hm": 60.0},
-            {"method": "MMLoP", "params": 780, "hm": 70.0}]
+            {"method": "MMLoP", "params": 780, "hm": 70.0, "hm_ci": 2.5}]
     path = plot_hm_vs_params(rows, str(tmp_path / "p" / "hm.png"))
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
