@@ -411,52 +411,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.quick or args.ablation:
             parser.error("--full/--protocol run the whole benchmark; use --protocol ablation for the ablation")
         return _main_benchmark(parser, args)
-    preset = QUICK if args.quick else DEFAULT
+    preset = _with_args(parser, args, QUICK if args.quick else DEFAULT, "datasets")
+    return _interruptible(lambda: run_demo(preset, ablation=args.ablation, data_root=args.data,
+                                           pretrain_seed=args.pretrain_seed, log=_print, workers=args.workers))
+
+
+def _with_args(parser, args, sizes, datasets_field: str):
+    """``sizes`` (a :class:`Preset` or :class:`Benchmark`) with the seeds, datasets (into
+    ``datasets_field``), output and methods given on the command line."""
     if args.seeds:
-        preset = replace(preset, seeds=tuple(args.seeds))
+        sizes = replace(sizes, seeds=tuple(args.seeds))
     if args.datasets:
         missing = [d for d in args.datasets
                    if not os.path.isfile(os.path.join(REPO_ROOT, "configs", "datasets", f"{d}.yaml"))]
         if missing:
             parser.error(f"no configs/datasets/<name>.yaml for: {', '.join(missing)}")
-        preset = replace(preset, datasets=tuple(args.datasets))
+        sizes = replace(sizes, **{datasets_field: tuple(args.datasets)})
     if args.output:
-        preset = replace(preset, output=args.output)
+        sizes = replace(sizes, output=args.output)
     if args.methods:
-        preset = replace(preset, methods=None if "all" in args.methods else tuple(args.methods))
+        sizes = replace(sizes, methods=None if "all" in args.methods else tuple(args.methods))
+    return sizes
+
+
+def _interruptible(run: Callable[[], object]) -> int:
+    """Run; on Ctrl-C say how to continue and return 130 (finished runs are reused)."""
     try:
-        run_demo(preset, ablation=args.ablation, data_root=args.data, pretrain_seed=args.pretrain_seed, log=_print,
-                 workers=args.workers)
+        run()
     except KeyboardInterrupt:
         _print("Interrupted: run the same command again to continue (finished runs are reused).")
         return 130
     return 0
-
-
-def _check_datasets(parser, names: Sequence[str]) -> None:
-    missing = [d for d in names if not os.path.isfile(os.path.join(REPO_ROOT, "configs", "datasets", f"{d}.yaml"))]
-    if missing:
-        parser.error(f"no configs/datasets/<name>.yaml for: {', '.join(missing)}")
 
 
 def _main_benchmark(parser, args) -> int:
-    bench = BENCHMARK
-    if args.seeds:
-        bench = replace(bench, seeds=tuple(args.seeds))
-    if args.datasets:
-        _check_datasets(parser, args.datasets)
-        bench = replace(bench, b2n_datasets=tuple(args.datasets))
-    if args.output:
-        bench = replace(bench, output=args.output)
-    if args.methods:
-        bench = replace(bench, methods=None if "all" in args.methods else tuple(args.methods))
-    try:
-        run_benchmark(bench, tuple(args.protocol or P.PROTOCOLS), data_root=args.data,
-                      pretrain_seed=args.pretrain_seed, log=_print, workers=args.workers)
-    except KeyboardInterrupt:
-        _print("Interrupted: run the same command again to continue (finished runs are reused).")
-        return 130
-    return 0
+    bench = _with_args(parser, args, BENCHMARK, "b2n_datasets")
+    return _interruptible(lambda: run_benchmark(bench, tuple(args.protocol or P.PROTOCOLS), data_root=args.data,
+                                                pretrain_seed=args.pretrain_seed, log=_print,
+                                                workers=args.workers))
 
 
 if __name__ == "__main__":

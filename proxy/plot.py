@@ -45,13 +45,7 @@ def plot_hm_vs_params(rows: Sequence[dict], path: str, title: str = "") -> str:
         ax.set_xlim(lo / 3, hi * 3)
     ax.set_title(title or "Base-to-novel HM vs. trainable parameters", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    mkdir_if_missing(os.path.dirname(os.path.abspath(path)))
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_few_shot(rows: Sequence[dict], shots: Sequence[int], path: str, title: str = "") -> str:
@@ -83,6 +77,13 @@ def plot_few_shot(rows: Sequence[dict], shots: Sequence[int], path: str, title: 
     ax.set_title(title or "Few-shot accuracy", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def _save(fig, path: str) -> str:
+    """Write ``fig`` as a PNG to ``path`` atomically (temporary file, then rename), close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     mkdir_if_missing(os.path.dirname(os.path.abspath(path)))
     try:
