@@ -155,7 +155,6 @@ def stat_rows(values: dict[str, dict[int, dict]], columns: Sequence[str], params
     per-seed values. ``centres(means) -> {column: centre}`` replaces some columns' centres (HM)."""
     rows = []
     for method, seeds in values.items():
-        means, cis = {}, {}
         intervals = {c: mean_ci([seeds[s][c] for s in sorted(seeds)]) for c in columns
                      if all(c in seeds[s] for s in seeds)}
         means = {c: iv.mean for c, iv in intervals.items()}
@@ -178,14 +177,21 @@ def paired_rows(values: dict[str, dict[int, dict]], columns: Sequence[str], refe
     for method, seeds in values.items():
         if method == reference:
             continue
-        common = sorted(set(seeds) & set(ref))
-        diffs = {}
-        for c in columns:
-            if common and all(c in seeds[s] and c in ref[s] for s in common):
-                iv = paired_difference([ref[s][c] for s in common], [seeds[s][c] for s in common])
-                diffs[c] = {"mean": iv.mean, "ci": iv.half, "inside_noise": iv.contains_zero()}
+        common, diffs = _paired(ref, seeds, columns)
         rows.append({"method": method, "seeds": common, "diff": diffs})
     return rows
+
+
+def _paired(a: dict, b: dict, columns: Sequence[str], key=None) -> tuple[list, dict]:
+    """``a - b`` per column over the seeds both have (``{seed: {column: value}}``): the common
+    seeds (sorted by ``key``) and ``{column: {mean, ci, inside_noise}}`` for columns all have."""
+    common = sorted(set(a) & set(b), key=key)
+    diffs = {}
+    for c in columns:
+        if common and all(c in a[s] and c in b[s] for s in common):
+            iv = paired_difference([a[s][c] for s in common], [b[s][c] for s in common])
+            diffs[c] = {"mean": iv.mean, "ci": iv.half, "inside_noise": iv.contains_zero()}
+    return common, diffs
 
 
 def _cell(mean: Optional[float], half: Optional[float], signed: bool = False, mark: bool = False) -> str:
@@ -321,13 +327,7 @@ def step_differences(rows: Sequence[dict], columns: Sequence[str]) -> list[dict]
     (mean and 95% half-width per column), i.e. what adding that row's component changed."""
     out = []
     for prev, row in zip(rows, rows[1:]):
-        a, b = row["per_seed"], prev["per_seed"]
-        common = sorted(set(a) & set(b), key=int)
-        diffs = {}
-        for c in columns:
-            if common and all(c in a[s] and c in b[s] for s in common):
-                iv = paired_difference([a[s][c] for s in common], [b[s][c] for s in common])
-                diffs[c] = {"mean": iv.mean, "ci": iv.half, "inside_noise": iv.contains_zero()}
+        common, diffs = _paired(row["per_seed"], prev["per_seed"], columns, key=int)
         out.append({"method": f"{row['method']} vs {prev['method']}", "seeds": [int(s) for s in common],
                     "diff": diffs})
     return out
