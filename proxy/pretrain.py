@@ -20,14 +20,14 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from dassl.utils.tools import atomic_write, mkdir_if_missing, write_json
+from dassl.utils.tools import CACHE_DIR_ENV, atomic_write, mkdir_if_missing, mmlop_cache_dir, write_json
 from datasets.synthetic_render import STYLES
 
 from .data import CaptionedShapes
 from .tiny_clip import PretrainConfig, build_tiny_clip
 from .zeroshot import zeroshot_accuracy
 
-CACHE_ENV = "MMLOP_CACHE_DIR"
+CACHE_ENV = CACHE_DIR_ENV
 
 
 def _print(line: str) -> None:
@@ -36,7 +36,7 @@ def _print(line: str) -> None:
 
 def default_cache_dir() -> str:
     """``$MMLOP_CACHE_DIR``, else ``~/.cache/mmlop``."""
-    return os.path.expanduser(os.environ.get(CACHE_ENV) or os.path.join("~", ".cache", "mmlop"))
+    return mmlop_cache_dir()
 
 
 def lr_at(step: int, config: PretrainConfig) -> float:

@@ -42,6 +42,15 @@ def atomic_write(fpath: str, write: Callable[[str], None]) -> None:
         raise
 
 
+CACHE_DIR_ENV = "MMLOP_CACHE_DIR"
+
+
+def mmlop_cache_dir() -> str:
+    """The project's cache folder: ``$MMLOP_CACHE_DIR``, else ``~/.cache/mmlop`` (the proxy's tiny
+    CLIP and the decoded-image caches live below it)."""
+    return os.path.expanduser(os.environ.get(CACHE_DIR_ENV) or os.path.join("~", ".cache", "mmlop"))
+
+
 def dump_json(obj: Any, fpath: str, **kwargs) -> None:
     """``json.dump(obj, f, **kwargs)`` into the file ``fpath`` (not atomic; see ``atomic_write``)."""
     with open(fpath, "w") as f:
