@@ -25,6 +25,7 @@ from dassl.config import get_cfg_default
 from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.engine.results import count_trainable_params, provenance
 from dassl.engine.run_guard import OutputLock, remove_temp_files
+from dassl.threads import fit_threads
 from dassl.utils import OutputDirError, UserError, collect_env_info, set_random_seed, setup_logger
 from dassl.utils.tools import atomic_write
 
@@ -212,6 +213,7 @@ def main(args: argparse.Namespace, command_line: str | None = None):
         print_args(args, cfg, logger)
         print("Collecting env info ...")
         print(f"** System info **\n{collect_env_info()}\n")
+        fit_threads(cfg.DATALOADER.NUM_WORKERS)
 
         trainer = build_trainer(cfg)
         check_eval_only(args, cfg, trainer)

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from dassl.threads import fit_threads
 from dassl.utils.tools import CACHE_DIR_ENV, atomic_write, mkdir_if_missing, mmlop_cache_dir, write_json
 from datasets.synthetic_render import STYLES
 
@@ -174,7 +175,8 @@ def checkpoint_path(seed: int, config: PretrainConfig = PretrainConfig(), cache_
 
 def get_checkpoint(seed: int = 1, config: PretrainConfig = PretrainConfig(), cache_dir: Optional[str] = None,
                    force: bool = False, evaluate: bool = True, log: Callable[[str], None] = _print) -> str:
-    """Path of the cached checkpoint of ``(config, seed)``, pretraining it first if needed.
+    """Path of the cached checkpoint of ``(config, seed)``, pretraining it first if needed (with
+    the torch threads of ``dassl.threads.fit_threads``).
 
     ``evaluate``: after pretraining, measure zero-shot accuracy per style (stored in the JSON
     record beside the checkpoint).
@@ -184,6 +186,7 @@ def get_checkpoint(seed: int = 1, config: PretrainConfig = PretrainConfig(), cac
         log(f"Using cached tiny CLIP {path}")
         return path
     log(f"Pretraining tiny CLIP (seed {seed}, {config.steps} steps of {config.batch_size}) -> {path}")
+    fit_threads(0, log=log)
     start = time.time()
     state_dict = pretrain(seed, config, log=log)
     wall = time.time() - start
