@@ -3,7 +3,11 @@
 [--output DIR] [--workers N]``. See ``proxy/demo.py``."""
 import sys
 
-from proxy.demo import main
+from dassl.threads import prefer_passive_openmp
+
+prefer_passive_openmp()  # before torch is loaded: idle OpenMP threads sleep instead of spinning
+
+from proxy.demo import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,8 +1,26 @@
 """Fixtures shared by several test files (pytest finds them here without an import)."""
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+
+from dassl.threads import prefer_passive_openmp
+
+# Before torch is loaded: idle OpenMP threads sleep instead of spinning, in this process and in
+# the train.py subprocesses, so the suite keeps its pace on a machine shared with other work.
+prefer_passive_openmp()
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache_dir(tmp_path_factory):
+    """``$MMLOP_CACHE_DIR`` (decoded-image caches, tiny CLIP) in the session's temporary folder
+    unless the environment sets it, so runs in tests never write to ``~/.cache/mmlop``."""
+    from dassl.utils.tools import CACHE_DIR_ENV
+
+    if not os.environ.get(CACHE_DIR_ENV):
+        os.environ[CACHE_DIR_ENV] = str(tmp_path_factory.getbasetemp() / "mmlop_cache")
 
 
 @pytest.fixture(scope="module")
