@@ -56,6 +56,13 @@ _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4
 _C.DATALOADER.K_TRANSFORMS = 1
 _C.DATALOADER.RETURN_IMG0 = False
+# Decoded-image caches (dassl/data/decoded_images.py, docs/DATA_PIPELINE.md): the test/val images
+# after the resize + center crop, and the decoded training images (after a leading resize), kept
+# in memory-mapped files under CACHE_DIR ("" = $MMLOP_CACHE_DIR/decoded_images, default
+# ~/.cache/mmlop/decoded_images). Exact: the loaders return the same tensors as without them.
+_C.DATALOADER.CACHE_TEST = True
+_C.DATALOADER.CACHE_TRAIN = True
+_C.DATALOADER.CACHE_DIR = ""
 _C.DATALOADER.TRAIN_X = CN()
 _C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"
 _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32
