@@ -1,16 +1,17 @@
 """``DataManager`` (dataset + transforms + loaders) and ``DatasetWrapper`` (Datum -> sample dict)."""
 from __future__ import annotations
 
-import os
 from typing import Callable, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
+from dassl.threads import plan_threads
 from dassl.utils.tools import read_image
 
 from .datasets import build_dataset
+from .decoded_images import DecodedImageCache, DecodedImages, cache_root, leading_deterministic_steps
 from .image_check import check_dataset_images
 from .samplers import build_sampler
 from .transforms import INTERPOLATION_MODES, build_transform
@@ -23,6 +24,12 @@ class DatasetWrapper(Dataset):
     transforms the outputs are ``img``, ``img2``, ``img3``...; in training with
     ``DATALOADER.K_TRANSFORMS > 1`` each is a list of K augmented views; without a transform, the
     PIL image. ``img0`` (``DATALOADER.RETURN_IMG0``) is the resized, un-augmented tensor.
+
+    With ``use_cache(cache)`` (``build_data_loader`` does it for ``DATALOADER.CACHE_TEST`` /
+    ``CACHE_TRAIN``) the images come from a decoded-image cache that already holds the first
+    ``len(cache.steps)`` steps of the transform; the remaining steps run as before, so the
+    samples are the same (``dassl.data.decoded_images``). ``open_cache()`` opens or builds it;
+    ``CachingDataLoader`` calls it in the main process when an iteration starts.
     """
 
     def __init__(self, cfg, data_source: Sequence, transform=None, is_train: bool = False) -> None:
@@ -39,6 +46,26 @@ class DatasetWrapper(Dataset):
         if "normalize" in cfg.INPUT.TRANSFORMS:
             to_tensor.append(Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD))
         self.to_tensor = Compose(to_tensor)
+        self.cache: Optional[DecodedImageCache] = None
+        self.images: Optional[DecodedImages] = None
+        self._cache_opened = False
+        self._rest = transform  # the steps that run after the cache's stage
+
+    def use_cache(self, cache: DecodedImageCache) -> None:
+        """Read the images from ``cache`` (opened by ``open_cache``); its ``steps`` must be the
+        leading steps of the transform (``cache_for_loader`` picks them)."""
+        self.cache, self.images, self._cache_opened = cache, None, False
+        skip = len(cache.steps)
+        if skip and isinstance(self.transform, Compose):
+            self._rest = Compose(self.transform.transforms[skip:])
+
+    def open_cache(self) -> None:
+        """Open (or build) the cache once; when it cannot be written, images are decoded as usual."""
+        if self.cache is not None and not self._cache_opened:
+            self.images = self.cache.prepare()
+            self._cache_opened = True
+            if self.images is None:
+                self._rest = self.transform
 
     def __len__(self) -> int:
         return len(self.data_source)
@@ -46,14 +73,15 @@ class DatasetWrapper(Dataset):
     def __getitem__(self, idx: int) -> dict:
         item = self.data_source[idx]
         output = {"label": item.label, "domain": item.domain, "impath": item.impath, "index": idx}
-        img0 = read_image(item.impath)
-        if self.transform is not None:
-            if isinstance(self.transform, (list, tuple)):
-                for i, tfm in enumerate(self.transform):
+        img0 = read_image(item.impath) if self.images is None else self.images.image(idx)
+        transform = self.transform if self.images is None else self._rest
+        if transform is not None:
+            if isinstance(transform, (list, tuple)):
+                for i, tfm in enumerate(transform):
                     key = "img" if i == 0 else f"img{i + 1}"
                     output[key] = self._transform_image(tfm, img0)
             else:
-                output["img"] = self._transform_image(self.transform, img0)
+                output["img"] = self._transform_image(transform, img0)
         else:
             output["img"] = img0
         if self.return_img0:
@@ -65,8 +93,33 @@ class DatasetWrapper(Dataset):
         return views[0] if len(views) == 1 else views
 
 
-def _num_workers(requested: int) -> int:
-    return max(0, min(int(requested), os.cpu_count() or 1))
+class CachingDataLoader(DataLoader):
+    """A ``DataLoader`` that lets its dataset open or build its decoded-image cache
+    (``open_cache()``) in this process when an iteration starts, before any worker starts: a
+    loader that is never iterated (the train loader of ``--eval-only``) builds nothing."""
+
+    def __iter__(self):
+        open_cache = getattr(self.dataset, "open_cache", None)
+        if open_cache is not None:
+            open_cache()
+        return super().__iter__()
+
+
+def cache_for_loader(cfg, dataset: Dataset, split_name: str, is_train: bool) -> Optional[DecodedImageCache]:
+    """The decoded-image cache a loader uses, or None: ``DATALOADER.CACHE_TRAIN`` / ``CACHE_TEST``
+    (off when absent from the config) for a ``DatasetWrapper`` that reads images with its own
+    ``__getitem__`` and has a transform. The stage is the transform's leading resize/center
+    crop, none (the decoded image) for a list of transforms or with ``DATALOADER.RETURN_IMG0``
+    (``img0`` is made from the decoded image)."""
+    enabled = getattr(cfg.DATALOADER, "CACHE_TRAIN" if is_train else "CACHE_TEST", False)
+    if not enabled or not isinstance(dataset, DatasetWrapper) or dataset.transform is None or len(dataset) == 0:
+        return None
+    if type(dataset).__getitem__ is not DatasetWrapper.__getitem__:
+        return None
+    steps = [] if dataset.return_img0 else leading_deterministic_steps(dataset.transform)
+    paths = [item.impath for item in dataset.data_source]
+    return DecodedImageCache(cache_root(cfg), cfg.DATASET.NAME, split_name or "data", paths, steps)
+
 
 
 def build_data_loader(
@@ -84,16 +137,20 @@ def build_data_loader(
     """A ``DataLoader`` over ``data_source``; raises ``ValueError`` naming dataset and split if empty.
 
     ``drop_last`` only in training and only when the split holds at least one batch; workers are
-    ``DATALOADER.NUM_WORKERS`` clamped to ``os.cpu_count()``; ``pin_memory`` only with CUDA.
+    ``DATALOADER.NUM_WORKERS`` within the cores this process may use (``dassl.threads``);
+    ``pin_memory`` only with CUDA; the decoded-image cache per ``cache_for_loader``.
     """
     data_source = list(data_source or [])
     sampler = build_sampler(sampler_type, cfg=cfg, data_source=data_source, batch_size=batch_size, n_domain=n_domain, n_ins=n_ins)
-    wrapper = dataset_wrapper or DatasetWrapper
-    loader = DataLoader(
-        wrapper(cfg, data_source, transform=tfm, is_train=is_train),
+    wrapper = (dataset_wrapper or DatasetWrapper)(cfg, data_source, transform=tfm, is_train=is_train)
+    cache = cache_for_loader(cfg, wrapper, split_name, is_train)
+    if cache is not None:
+        wrapper.use_cache(cache)
+    loader = CachingDataLoader(
+        wrapper,
         batch_size=batch_size,
         sampler=sampler,
-        num_workers=_num_workers(cfg.DATALOADER.NUM_WORKERS),
+        num_workers=plan_threads(cfg.DATALOADER.NUM_WORKERS).loader_workers,
         drop_last=is_train and len(data_source) >= batch_size,
         pin_memory=bool(torch.cuda.is_available() and cfg.USE_CUDA),
     )
