@@ -59,10 +59,10 @@ class DatasetWrapper(Dataset):
         if skip and isinstance(self.transform, Compose):
             self._rest = Compose(self.transform.transforms[skip:])
 
-    def open_cache(self) -> None:
+    def open_cache(self, log: Callable[[str], None] = print) -> None:
         """Open (or build) the cache once; when it cannot be written, images are decoded as usual."""
         if self.cache is not None and not self._cache_opened:
-            self.images = self.cache.prepare()
+            self.images = self.cache.prepare(log)
             self._cache_opened = True
             if self.images is None:
                 self._rest = self.transform

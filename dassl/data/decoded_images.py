@@ -236,7 +236,7 @@ class DecodedImages:
     def image(self, i: int):
         from PIL import Image
 
-        return Image.fromarray(self.array(i), mode="RGB")
+        return Image.fromarray(self.array(i))
 
 
 def _load(path: str, steps: Sequence) -> np.ndarray:
