@@ -13,4 +13,5 @@
 #   bash bench/gpu.sh --device cpu --quick --imagenet-classes 25 --json /tmp/bench_cpu_check.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
+"${PYTHON:-python}" bench/bench_pipeline.py --from-gpu-sh "$@"  # evaluation images/s, cache off/on
 exec "${PYTHON:-python}" bench/bench_mmlop.py --device cuda --prec "${PREC:-fp16}" --imagenet "$@"
