@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Optional, Sequence
 
+from dassl.threads import usable_cores
 from dassl.utils.tools import ImageReadError, read_image, write_json
 
 KEY = "DATASET.CHECK_IMAGES"
@@ -82,7 +83,9 @@ def check_paths(paths: Sequence[str], level: str, workers: Optional[int] = None)
     """``{path: problem}`` for the bad ones among ``paths``, checked by a thread pool.
 
     PIL releases the GIL while reading and decoding, so threads overlap file I/O and, for
-    ``"full"``, decoding on several cores.
+    ``"full"``, decoding on several cores: by default twice the usable cores (at most 16) for the
+    header check, which mostly waits for the disk, and the usable cores for ``"full"``
+    (``dassl.threads.usable_cores``).
     """
     check = check_full if level == "full" else check_header
 
@@ -90,7 +93,8 @@ def check_paths(paths: Sequence[str], level: str, workers: Optional[int] = None)
         return [(p, problem) for p in chunk if (problem := check(p)) is not None]
 
     chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
-    workers = workers or min(16, 2 * (os.cpu_count() or 1))
+    cores = usable_cores().cores
+    workers = workers or (cores if level == "full" else min(16, 2 * cores))
     if workers <= 1 or len(chunks) <= 1:
         results: Iterable = map(run, chunks)
     else:
