@@ -97,6 +97,15 @@ def paired_ratio(num: list[float], den: list[float]) -> dict:
     return summary([a / b for a, b in zip(num, den)])
 
 
+def write_record(record: dict, path: str) -> None:
+    """Print the record's markdown table and write the record as JSON to ``path``."""
+    print(record["markdown"])
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+    print(f"Wrote {path}")
+
+
 def find_images(folder: str) -> list[str]:
     found = [p for ext in ("jpg", "jpeg", "JPEG", "png") for p in glob.glob(os.path.join(folder, "**", f"*.{ext}"),
                                                                              recursive=True)]
@@ -362,11 +371,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         record = run_pipeline(args, log)
         out = args.out or os.path.join(REPO, "bench", "results_pipeline_cpu.json")
-    print(record["markdown"])
-    with open(out, "w") as f:
-        json.dump(record, f, indent=1)
-        f.write("\n")
-    print(f"Wrote {out}")
+    write_record(record, out)
     return 0
 
 

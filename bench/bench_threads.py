@@ -31,7 +31,7 @@ import sys
 import time
 from typing import Optional
 
-from bench_pipeline import REPO, loadavg, machine, summary
+from bench_pipeline import REPO, loadavg, machine, summary, write_record
 
 MODES = ("before", "after", "share1")
 BUSY_LOOP = "while True:\n    pass\n"
@@ -136,11 +136,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         lines.append(f"| {condition}{f' (+{args.busy} busy)' if condition == 'loaded' else ''} | " + " | ".join(cells)
                      + " |")
     record["markdown"] = "\n".join(lines)
-    print(record["markdown"])
-    with open(args.out, "w") as f:
-        json.dump(record, f, indent=1)
-        f.write("\n")
-    print(f"Wrote {args.out}")
+    write_record(record, args.out)
     return 0
 
 

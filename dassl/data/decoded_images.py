@@ -41,6 +41,7 @@ import json
 import os
 import shutil
 import struct
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional, Sequence
@@ -85,28 +86,25 @@ def leading_deterministic_steps(transform) -> list:
     return steps
 
 
+def _step_words(steps: Sequence) -> list[tuple[str, str, str]]:
+    """``(kind, size, interpolation)`` per step: ``("resize", "224", "bicubic")``, ``("crop", "224x224", "")``."""
+    words = []
+    for step in steps:
+        size = step.size if isinstance(step.size, int) else "x".join(map(str, step.size))
+        resize = isinstance(step, Resize)
+        words.append(("resize" if resize else "crop", str(size), step.interpolation.value if resize else ""))
+    return words
+
+
 def describe_stage(steps: Sequence) -> str:
     """``"resize 224 (bicubic) + center crop 224x224"``; ``"decoded, full size"`` for no step."""
-    parts = []
-    for step in steps:
-        if isinstance(step, Resize):
-            size = step.size if isinstance(step.size, int) else "x".join(map(str, step.size))
-            parts.append(f"resize {size} ({step.interpolation.value})")
-        else:
-            parts.append(f"center crop {'x'.join(map(str, step.size))}")
-    return " + ".join(parts) or "decoded, full size"
+    return " + ".join(f"resize {size} ({interp})" if kind == "resize" else f"center crop {size}"
+                      for kind, size, interp in _step_words(steps)) or "decoded, full size"
 
 
 def _stage_label(steps: Sequence) -> str:
     """The stage in a file name: ``r224bicubic-c224x224``, ``full`` without steps."""
-    parts = []
-    for step in steps:
-        if isinstance(step, Resize):
-            size = step.size if isinstance(step.size, int) else "x".join(map(str, step.size))
-            parts.append(f"r{size}{step.interpolation.value}")
-        else:
-            parts.append("c" + "x".join(map(str, step.size)))
-    return "-".join(parts) or "full"
+    return "-".join(f"{kind[0]}{size}{interp}" for kind, size, interp in _step_words(steps)) or "full"
 
 
 def _fixed_size(steps: Sequence) -> Optional[tuple[int, int]]:
@@ -390,9 +388,8 @@ def cache_root(cfg) -> str:
     root = os.path.abspath(os.path.expanduser(explicit))
     try:
         os.makedirs(root, exist_ok=True)
-        probe = os.path.join(root, f".write-test-{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
+        with tempfile.TemporaryFile(dir=root):
+            pass
     except OSError as exc:
         raise UserError(f"{DIR_KEY} = {explicit!r} cannot be used: {exc.strerror or exc}. Set it to a writable "
                         f"folder with space for the decoded images (see {DOC}), or to '' for the default "
