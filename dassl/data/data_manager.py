@@ -121,7 +121,6 @@ def cache_for_loader(cfg, dataset: Dataset, split_name: str, is_train: bool) -> 
     return DecodedImageCache(cache_root(cfg), cfg.DATASET.NAME, split_name or "data", paths, steps)
 
 
-
 def build_data_loader(
     cfg,
     sampler_type: str = "SequentialSampler",
