@@ -107,9 +107,12 @@ def test_shared_prefix_models_equal_plain(name, depth, truncate, images):
     torch.testing.assert_close(text_s, text_p, rtol=0, atol=1e-5)
     torch.testing.assert_close(logits_s, logits_p, rtol=0, atol=1e-4)
     assert grads_p.keys() == grads_s.keys() and grads_p
+    # A gradient that is a small sum of large cancelling terms (MMLoP's shared factor at depth 3)
+    # differs by a few 1e-4 of its size between two float32 summation orders, depending on the
+    # thread count; a wrong prefix row changes it by its whole size.
     for key, g in grads_p.items():
         scale = g.abs().max().item()
-        assert (grads_s[key] - g).abs().max().item() <= 1e-4 * scale + 1e-7, key
+        assert (grads_s[key] - g).abs().max().item() <= 2e-3 * scale + 1e-7, key
 
 
 def test_shared_prefix_rows_come_from_the_prompt_prefix():
