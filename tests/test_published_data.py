@@ -10,6 +10,7 @@ from sweep import published
 from sweep.published import PublishedDataError, consistency_problems, load_tables, parse_selector
 from sweep.spec import BENCHMARK_11
 
+
 def test_every_hm_and_average_checks_out_except_the_documented_misprints():
     found, documented = set(), set()
     for t in load_tables():
