@@ -45,7 +45,7 @@ def plot_hm_vs_params(rows: Sequence[dict], path: str, title: str = "") -> str:
         ax.set_xlim(lo / 3, hi * 3)
     ax.set_title(title or "Base-to-novel HM vs. trainable parameters", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_few_shot(rows: Sequence[dict], shots: Sequence[int], path: str, title: str = "") -> str:
@@ -77,17 +77,21 @@ def plot_few_shot(rows: Sequence[dict], shots: Sequence[int], path: str, title: 
     ax.set_title(title or "Few-shot accuracy", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
-def _save(fig, path: str) -> str:
-    """Write ``fig`` as a PNG to ``path`` atomically (temporary file, then rename), close it."""
+def save_png(fig, path: str) -> str:
+    """Write ``fig`` as a PNG to ``path`` atomically (temporary file, then rename), close it.
+
+    The PNG's ``Axes`` text chunk lists each panel's title and axis labels, so that a reader (or a
+    test) can tell what a plot shows without rendering it."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
     mkdir_if_missing(os.path.dirname(os.path.abspath(path)))
+    axes = "; ".join(f"{ax.get_title()}: x={ax.get_xlabel()}, y={ax.get_ylabel()}" for ax in fig.axes if ax.axison)
     try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", metadata={"Axes": axes}))
     finally:
         plt.close(fig)
     return path

@@ -71,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--table", nargs="?", const="", metavar="ROOT",
                       help="print the tables of an output tree (default: --output) and exit")
     mode.add_argument("--compare", action="append", default=[], metavar="ROOT[:LABEL]",
-                      help="put the same tables of another output tree beside ours (repeatable)")
+                      help="put the same tables of another output tree beside ours (repeatable); 'published' "
+                           "or 'published:<paper>' (promptsrc, maple, mmlop): the papers' published numbers")
+    mode.add_argument("--report", nargs="?", const="", metavar="ROOT",
+                      help="write a reproduction report of ROOT (default: --table's or --output) against the "
+                           "published tables: REPORT.md and PNG plots in <ROOT>/.sweep/report")
     mode.add_argument("--table-dir", help="where the CSV and JSON tables go (default <output>/.sweep/<name>/tables, "
                                           "or <ROOT>/.sweep/tables for --table)")
     mode.add_argument("--no-tables", action="store_true", help="no tables at the end of a sweep")
@@ -191,12 +195,18 @@ def _selection(plan) -> object:
 
 
 def print_tables(root: str, compare: Sequence[str], table_dir: Optional[str], selection=None,
-                 stream=None) -> int:
+                 stream=None, report_dir: Optional[str] = None) -> int:
     stream = stream or sys.stdout
+    from .published.compare import split_compare
     from .tables import Tree, build_tables, parse_compare, to_markdown, write_tables
 
     if not os.path.isdir(root):
         print(f"error: {root} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        compare, papers = split_compare(compare)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     others = []
     for item in compare:
@@ -211,6 +221,10 @@ def print_tables(root: str, compare: Sequence[str], table_dir: Optional[str], se
         return 1
     for t in tables:
         print(to_markdown(t) + "\n", file=stream)
+    if papers is not None or report_dir is not None:
+        from .published.report import publish
+
+        publish(root, tables, papers, report_dir, stream, "python scripts/sweep.py " + " ".join(sys.argv[1:]))
     if table_dir:
         try:
             paths = write_tables(tables, table_dir)
@@ -294,12 +308,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = sys.stdout
 
     # --table over any tree: no planning, no torch.
-    if args.table is not None:
+    if args.table is not None or args.report is not None:
         # ROOT (or --output) relative to the current folder; the scripts' default otherwise.
-        given_root = args.table or args.output
+        given_root = args.table or args.report or args.output
         root = os.path.abspath(given_root) if given_root else os.path.join(REPO_ROOT, "output")
         table_dir = args.table_dir or os.path.join(root, STATE_DIR, "tables")
-        return print_tables(root, args.compare, table_dir, stream=out)
+        report_dir = None if args.report is None else os.path.join(root, STATE_DIR, "report")
+        return print_tables(root, args.compare, table_dir, stream=out, report_dir=report_dir)
 
     try:
         spec, file_backend = spec_from_args(args, trailing)
@@ -353,7 +368,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.no_tables and (backend.name != "slurm" or backend_opts.get("follow", True)):
         print("", file=out)
         print_tables(paths.output_abs, args.compare, args.table_dir or os.path.join(sdir, "tables"),
-                     _selection(plan), out)
+                     _selection(plan), out, None if args.report is None else os.path.join(sdir, "report"))
     return result.exit_code
 
 

@@ -132,6 +132,7 @@ class Cell:
     values: list[float]
     runs: list[str]
     settings: dict[str, set] = field(default_factory=dict)
+    folder: str = ""          # the runs are ``<folder>/<run>`` (their config.yaml: the recipe notes)
 
     @property
     def n(self) -> int:
@@ -164,7 +165,7 @@ def read_cell(directory: str) -> Optional[Cell]:
     records = collect_results(directory, test_log=True)
     if not records:
         return None
-    return Cell([r["accuracy"] for r in records], [r["run"] for r in records], _settings_of(records))
+    return Cell([r["accuracy"] for r in records], [r["run"] for r in records], _settings_of(records), directory)
 
 
 def read_single(run_dir: str) -> Optional[Cell]:
@@ -174,7 +175,7 @@ def read_single(run_dir: str) -> Optional[Cell]:
     record = parse_run(run_dir, test_log=True)
     if record is None:
         return None
-    return Cell([record["accuracy"]], [os.path.basename(run_dir)], _settings_of([record]))
+    return Cell([record["accuracy"]], [os.path.basename(run_dir)], _settings_of([record]), os.path.dirname(run_dir))
 
 
 # ---- trees ---------------------------------------------------------------------------------------
