@@ -14,7 +14,6 @@ import sys
 from typing import Optional, Sequence
 
 from ..tables import Table
-from ..tables import to_markdown as table_markdown
 from . import load_tables
 from .compare import LEGEND, Comparison, compare_tables, shots_of
 from .compare import to_markdown as comparison_markdown
@@ -56,19 +55,20 @@ def plot_against_published(comp: Comparison, path: str) -> str:
         names, ours, halves, pub = _axis_points(comp, col)
         idx = range(len(names))
         got = [i for i in idx if ours[i] is not None]
-        ax.errorbar([i for i in got], [ours[i] for i in got], yerr=[halves[i] for i in got], fmt="o",
-                    capsize=3, color="tab:blue", label="ours (mean ± 95% interval)")
+        ax.errorbar(got, [ours[i] for i in got], yerr=[halves[i] for i in got], fmt="o", capsize=3, color="tab:blue")
         has = [i for i in idx if pub[i] is not None]
-        ax.scatter(has, [pub[i] for i in has], marker="_", s=260, linewidths=2.5, color="tab:red",
-                   label=f"published ({source})", zorder=3)
+        ax.scatter(has, [pub[i] for i in has], marker="_", s=260, linewidths=2.5, color="tab:red", zorder=3)
+        flagged = [i for i, row in enumerate(comp.rows) if row["cells"][col].flag == "⚠"]
+        ax.scatter(flagged, [ours[i] for i in flagged], s=160, facecolors="none", edgecolors="tab:orange",
+                   linewidths=2, zorder=4)
         ax.set_xticks(list(idx))
         ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
         ax.set_xlabel("dataset")
         ax.set_ylabel(f"{col} accuracy (%)" if col != "HM" else "harmonic mean of base and novel (%)")
         ax.set_title(col, fontsize=10)
         ax.grid(True, axis="y", alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="best")
-    fig.suptitle(comp.table.title, fontsize=9)
+    fig.suptitle(f"{comp.table.title}\nblue: ours, mean ± 95% seed interval; red bar: {source}; "
+                 "orange ring: gap beyond the seeds' noise", fontsize=8)
     return save_png(fig, path)
 
 
@@ -92,11 +92,10 @@ def plot_few_shot_against_published(comp: Comparison, path: str) -> str:
         mine = [(k, c.ours, c.half or 0.0) for k, c in zip(shots, cells) if c.ours is not None]
         if mine:
             ax.errorbar([m[0] for m in mine], [m[1] for m in mine], yerr=[m[2] for m in mine], marker="o",
-                        capsize=3, color="tab:blue", label="ours")
+                        capsize=3, color="tab:blue")
         theirs = [(k, c.published) for k, c in zip(shots, cells) if c.published is not None]
         if theirs:
-            ax.plot([t[0] for t in theirs], [t[1] for t in theirs], linestyle="--", marker="x", color="tab:red",
-                    label=f"published ({source})")
+            ax.plot([t[0] for t in theirs], [t[1] for t in theirs], linestyle="--", marker="x", color="tab:red")
         ax.set_xscale("log", base=2)
         ax.set_xticks(shots)
         ax.set_xticklabels([str(k) for k in shots])
@@ -106,8 +105,7 @@ def plot_few_shot_against_published(comp: Comparison, path: str) -> str:
         ax.grid(True, alpha=0.3)
     for ax in list(axes.flat)[len(comp.rows):]:
         ax.axis("off")
-    axes[0][0].legend(fontsize=6, loc="best")
-    fig.suptitle(comp.table.title, fontsize=9)
+    fig.suptitle(f"{comp.table.title}\nblue: ours, mean ± 95% seed interval; red dashed: {source}", fontsize=8)
     return save_png(fig, path)
 
 
@@ -130,8 +128,9 @@ def write_report(root: str, tables: Sequence[Table], directory: str,
         plot(comp, os.path.join(directory, name))
         if comp.published is not None and comp.published not in cited:
             cited.append(comp.published)
-        parts += [f"## {i}. {table.title}", "", "Ours:", "", table_markdown(table).split("\n", 2)[2], "",
-                  comparison_markdown(comp).replace("#### ", "### ", 1), "", f"![{table.title}]({name})", ""]
+        body = comparison_markdown(comp).split("\n", 2)[2]
+        notes = "".join(f"\n- {n}" for n in table.notes)
+        parts += [f"## {i}. {comp.title}", "", body + notes, "", f"![{table.title}]({name})", ""]
     parts += ["## Published tables used", ""]
     for t in cited or ():
         parts.append(f"- {t.citation}: {t.source['paper']}, {t.source['url']} — {t.source['setting']}")
