@@ -4,6 +4,7 @@ report (``docs/reproduction_example/``): runs written as ``train.py`` writes the
 the papers' numbers and recipes that differ from the papers' in known ways.
 
     python tests/published_tree.py OUT_DIR      # the tree, then: scripts/sweep.py --report OUT_DIR
+    python tests/published_tree.py --example docs/reproduction_example     # the committed example
 """
 from __future__ import annotations
 
@@ -94,5 +95,30 @@ def build(root: str) -> str:
     return root
 
 
+def write_example(directory: str, work: str) -> str:
+    """The report of this tree, built under ``work`` (as ``output``), into ``directory``: the
+    committed example ``docs/reproduction_example`` and its test. Returns the markdown's path."""
+    from sweep import tables
+    from sweep.published.report import write_report
+
+    os.makedirs(work, exist_ok=True)
+    here = os.getcwd()
+    os.chdir(work)
+    try:
+        build("output")
+        return write_report("output", tables.build_tables(tables.Tree("output")), os.path.abspath(directory)
+                            if not os.path.isabs(directory) else directory,
+                            command="python scripts/sweep.py --report output")
+    finally:
+        os.chdir(here)
+
+
 if __name__ == "__main__":
-    print(build(sys.argv[1]))
+    if sys.argv[1:2] == ["--example"]:
+        import tempfile
+
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        with tempfile.TemporaryDirectory() as tmp:
+            print(write_example(os.path.abspath(sys.argv[2]), tmp))
+    else:
+        print(build(sys.argv[1]))
