@@ -300,8 +300,8 @@ def to_markdown(comp: Comparison) -> str:
     if comp.published is None:
         text += (f"\n\nNo published table has a {comp.table.method.get('trainer')} row for this protocol "
                  f"({comp.table.protocol}); every published cell is {MISSING}.")
-    for note in comp.notes:
-        text += f"\n- {note}"
+    if comp.notes:
+        text += "\n\n" + "\n".join(f"- {note}" for note in comp.notes)
     if comp.recipe:
         text += "\n\nRecipe differences from the published row:\n" + "\n".join(f"- {r}" for r in comp.recipe)
     if comp.also:

@@ -118,7 +118,7 @@ def write_report(root: str, tables: Sequence[Table], directory: str,
     os.makedirs(directory, exist_ok=True)
     cited = []
     parts = [f"# Reproduction report: {os.path.basename(os.path.normpath(root)) or root}", "",
-             f"Output tree: `{root}`" + (f"; written by `{command}`." if command else "."), "", LEGEND,
+             f"Output tree: `{root}`" + (f"; written by `{command}`." if command else "."), "", LEGEND, "",
              "Average rows: base and novel averaged over the datasets, HM of those averages (as the papers); "
              "over fewer datasets than the paper's, the published average is recomputed from its per-dataset "
              "values the same way.", ""]
@@ -128,9 +128,9 @@ def write_report(root: str, tables: Sequence[Table], directory: str,
         plot(comp, os.path.join(directory, name))
         if comp.published is not None and comp.published not in cited:
             cited.append(comp.published)
+        comp.notes[:0] = table.notes           # our table's own notes (settings differ, partial averages)
         body = comparison_markdown(comp).split("\n", 2)[2]
-        notes = "".join(f"\n- {n}" for n in table.notes)
-        parts += [f"## {i}. {comp.title}", "", body + notes, "", f"![{table.title}]({name})", ""]
+        parts += [f"## {i}. {comp.title}", "", body, "", f"![{table.title}]({name})", ""]
     parts += ["## Published tables used", ""]
     for t in cited or ():
         parts.append(f"- {t.citation}: {t.source['paper']}, {t.source['url']} — {t.source['setting']}")
