@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from ..tables import MISSING, Cell, Table, harmonic_mean, parse_config_dump
-from . import AVERAGED_OVER, ROUNDING, PublishedMethod, PublishedTable, find, parse_selector
+from . import AVERAGED_OVER, ROUNDING, PublishedMethod, PublishedTable, find, load_tables, parse_selector
 
 RECIPE_NAMES = {"config": "config", "OPTIM.MAX_EPOCH": "epochs", "DATALOADER.TRAIN_X.BATCH_SIZE": "batch size",
                 "DATASET.NUM_SHOTS": "shots", "MODEL.BACKBONE.NAME": "backbone", "TRAINER.*.PREC": "precision",
@@ -45,7 +45,9 @@ LEGEND = ("Ours: mean ± half-width of its 95% interval over seeds (Student t). 
 
 def split_compare(items: Sequence[str]) -> tuple[list[str], Optional[tuple[str, ...]]]:
     """``--compare`` values: the trees, and the papers chosen by ``published[:<paper>]`` (None:
-    no published comparison). ``ValueError`` for an unknown paper."""
+    no published comparison). ``ValueError`` for an unknown paper or an unreadable data file
+    (checked here, before any table is read)."""
+    load_tables()
     trees, chosen = [], None
     for item in items:
         papers = parse_selector(item)
@@ -110,10 +112,6 @@ class Comparison:
         if self.published is None:
             return f"{self.table.title} vs published: no published row"
         return f"{self.table.title} vs {self.published.citation}, {self.method.name}"
-
-    def flags(self) -> list[tuple[str, str, str]]:
-        """``(row, column, flag)`` of every marked cell."""
-        return [(r["name"], c, v.flag) for r in self.rows for c, v in r["cells"].items() if v.flag]
 
 
 def _per_seed(cell) -> dict[str, float]:
