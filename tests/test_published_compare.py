@@ -196,3 +196,22 @@ def test_committed_example_report_is_current(tmp_path):
         "regenerate with: python tests/published_tree.py --example docs/reproduction_example"
     for name in sorted(os.listdir(tmp_path / "r")):
         assert os.path.isfile(os.path.join(EXAMPLE, name)), name
+
+
+def test_with_another_tree_and_a_sweep_selection(tree, tmp_path, capsys):
+    """Published beside a second tree (both printed), and the end-of-sweep call: the sweep's
+    selection restricts the tables, the report goes to the folder given."""
+    from sweep import cli
+
+    code = cli.main(["--table", tree, "--compare", f"{tree}:again", "--compare", "published:promptsrc",
+                     "--table-dir", str(tmp_path / "t")])
+    out = capsys.readouterr().out
+    assert code == 0 and "Base [again]" in out and "vs PromptSRC Table 1 (arXiv 2307.06948), PromptSRC" in out
+    assert out.index("### Base-to-novel: PromptSRC") < out.index("#### Base-to-novel: PromptSRC")
+    selection = tables.Selection(protocols=["base2new"], methods=[("PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx")])
+    report = str(tmp_path / "sweep" / "report")
+    assert cli.print_tables(tree, [], str(tmp_path / "t2"), selection, None, report) == 0
+    text = open(os.path.join(report, "REPORT.md")).read()
+    assert "## 1. Base-to-novel: PromptSRC" in text and "## 2." not in text
+    assert sorted(os.listdir(report)) == ["01_base2new_promptsrc_vit_b16_c2_ep20_batch4_4_4ctx_16_shots.png",
+                                          "REPORT.md"]
