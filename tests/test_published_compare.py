@@ -118,6 +118,19 @@ def test_recipe_differences_from_the_run_records(tree, tmp_path):
             os.remove(os.path.join(run, "config.yaml"))
     (comp,) = compare_tables(tables.build_tables(tables.Tree(root)))
     assert comp.recipe == ["shots (DATASET.NUM_SHOTS): ours 8 in 4 of 4 runs, the paper's row 16"]
+    # An upstream run: only log.txt, which prints its config; read like config.yaml.
+    upstream = str(tmp_path / "upstream")
+    for seed in (1, 2):
+        for split in ("train_base", "test_new"):
+            run = f"{upstream}/base2new/{split}/dtd/shots_16/MaPLe/vit_b16_c2_ep5_batch4_2ctx/seed{seed}"
+            os.makedirs(run)
+            with open(os.path.join(run, "log.txt"), "w") as f:
+                f.write("** Config **\nDATALOADER:\n  TRAIN_X:\n    BATCH_SIZE: 4\nOPTIM:\n  MAX_EPOCH: 2\n"
+                        "TRAINER:\n  MAPLE:\n    PREC: fp16\nCollecting env info ...\n"
+                        f"=> result\n* accuracy: {70 + seed}.0%\n")
+    (comp,) = compare_tables(tables.build_tables(tables.Tree(upstream)))
+    assert _cells(comp)["dtd"]["Base"].ours == 71.5
+    assert comp.recipe == ["epochs (OPTIM.MAX_EPOCH): ours 2 in 4 of 4 runs, the paper's row 5"]
 
 
 def test_documented_misprint_is_named_and_kept(tmp_path):

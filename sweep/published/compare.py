@@ -19,8 +19,8 @@ values the same way (said in a note), and is ``–`` when the paper has no per-d
 
 Recipe differences: the recipe behind each published row (the keys the source states: config,
 epochs, batch size, shots, backbone, ``PREC``, ``PROMPT_PREC``, prompt initialisation, template
-ensemble) against our runs' ``config.yaml`` (``results.json`` for shots and backbone when there is
-none), listed under the table.
+ensemble) against our runs' ``config.yaml`` (else the config printed in ``log.txt``, as upstream
+runs have; else ``results.json`` for shots and backbone), listed under the table.
 """
 from __future__ import annotations
 
@@ -208,8 +208,9 @@ def compare_table(table: Table, chosen: Optional[Sequence[str]] = None) -> Compa
 
 
 def _run_records(table: Table) -> list[dict]:
-    """The recorded settings of every run behind ``table``: its ``config.yaml`` keys, else the
-    fields of its ``results.json`` under the config keys."""
+    """The recorded settings of every run behind ``table``: its ``config.yaml`` keys (else the
+    config its ``log.txt`` prints, as upstream runs have only that), over the fields of its
+    ``results.json`` under the config keys."""
     out, seen = [], set()
     for row in table.rows:
         for value in row["cells"].get(table.trees[0], {}).values():
@@ -227,11 +228,15 @@ def _run_records(table: Table) -> list[dict]:
                     record.update({k: results[f] for k, f in FROM_RESULTS.items() if results.get(f) is not None})
                 except (OSError, ValueError):
                     pass
-                try:
-                    with open(os.path.join(path, "config.yaml")) as f:
-                        record.update(parse_config_dump(f.read()))
-                except OSError:
-                    pass
+                for name in ("config.yaml", "log.txt"):
+                    try:
+                        with open(os.path.join(path, name), errors="replace") as f:
+                            dump = parse_config_dump(f.read(2_000_000))
+                    except OSError:
+                        continue
+                    if dump:
+                        record.update(dump)
+                        break
                 if record:
                     out.append(record)
     return out
