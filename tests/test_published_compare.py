@@ -10,8 +10,8 @@ import pytest
 
 from proxy.stats import t_quantile
 from sweep import tables
-from sweep.published import harmonic_mean
 from sweep.published.compare import compare_tables, to_markdown
+from sweep.tables import harmonic_mean
 from tests.published_tree import BENCHMARK_11, build, write_example, write_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from ..spec import BENCHMARK_11, DOMAIN_SHIFTS
+from ..tables import harmonic_mean
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 PROTOCOLS = ("base2new", "xd", "dg", "few_shot", "zeroshot")
@@ -158,10 +159,6 @@ def find(protocol: str, trainer: str,
             if m.trainer == trainer and protocol in m.protocols:
                 out.append((t, m))
     return out
-
-
-def harmonic_mean(a: float, b: float) -> float:
-    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
 
 
 def consistency_problems(table: PublishedTable) -> list[tuple[str, str, str, float, float]]:
