@@ -58,7 +58,7 @@ def test_tables_cover_the_papers_with_sources():
 
 def test_mmlop_has_only_the_abstract():
     t = {t.id: t for t in load_tables()}["mmlop_abstract"]
-    assert t.source["table"] is None and t.source["trainable_params"] == 11500
+    assert t.source["table"] is None and t.source["trainable_params"] == "11.5K"
     assert t.methods["MMLoP"].values == {"average": {"hm": 79.7}}
     assert "No per-dataset numbers" in t.source["notes"]
 
