@@ -155,52 +155,48 @@ def _published_average(table: Table, method: PublishedMethod, pub: PublishedTabl
     return sum(method.values[d][key] for d in over) / len(over), note
 
 
-def compare_table(table: Table, chosen: Optional[Sequence[str]] = None) -> Comparison:
-    """``table`` (ours: its first tree) against the preferred published table for its trainer."""
+def _compare_cell(table: Table, row: dict, col: str, data_rows: Sequence[dict],
+                  pub: Optional[PublishedTable], method: Optional[PublishedMethod]) -> Compared:
     from proxy.stats import mean_ci  # importable once sweep.tables put the repository on sys.path
 
-    trainer = table.method.get("trainer")
-    matches = find(table.protocol, trainer, chosen)
+    ours = table.trees[0]
+    value = row["cells"].get(ours, {}).get(col)
+    mine = value.mean if isinstance(value, Cell) else value
+    key = published_column(table, col)
+    over = []
+    if row["kind"] == "average":          # the datasets our average is over (base-to-novel: both splits)
+        need = "HM" if table.protocol == "base2new" else col
+        over = [r for r in data_rows if r["cells"].get(ours, {}).get(need) is not None]
+    seeds = _seed_values(table, row, col, over) if mine is not None else {}
+    half = mean_ci(list(seeds.values()), centre=mine).half if seeds else None
+    if method is None:
+        return Compared(mine, half, len(seeds), None)
+    name, note, published = _row_key(row), "", None
+    if row["kind"] != "average":
+        published = method.values.get(name, {}).get(key)
+    elif mine is not None:
+        published, note = _published_average(table, method, pub, key, [_row_key(r) for r in over])
+    misprint = pub.misprint(method.name, name, key)
+    if misprint and published is not None and not note:
+        note = f"documented misprint: {misprint['note']}"
+    return Compared(mine, half, len(seeds), published, pub.rounding(method.name, name, key), note)
+
+
+def compare_table(table: Table, chosen: Optional[Sequence[str]] = None) -> Comparison:
+    """``table`` (ours: its first tree) against the preferred published table for its trainer."""
+    matches = find(table.protocol, table.method.get("trainer"), chosen)
     pub, method = matches[0] if matches else (None, None)
     comp = Comparison(table, pub, method, [], also=[f"{t.citation}, {m.name}" for t, m in matches[1:]])
-    ours = table.trees[0]
     data_rows = [r for r in table.rows if r["kind"] == "dataset"]
     for row in table.rows:
-        cells = row["cells"].get(ours, {})
-        out = {}
-        for col in table.columns:
-            value = cells.get(col)
-            mine = value.mean if isinstance(value, Cell) else value
-            key = published_column(table, col)
-            over = []
-            if row["kind"] == "average":          # the datasets our average is over (base-to-novel: both splits)
-                need = "HM" if table.protocol == "base2new" else col
-                over = [r for r in data_rows if r["cells"].get(ours, {}).get(need) is not None]
-            seeds = _seed_values(table, row, col, over) if mine is not None else {}
-            half, n = None, len(seeds)
-            if seeds:
-                half = mean_ci(list(seeds.values()), centre=mine).half
-            published, note, rounding = None, "", ROUNDING
-            if method is not None:
-                name = _row_key(row)
-                if row["kind"] == "average":
-                    if mine is not None:
-                        published, note = _published_average(table, method, pub, key, [_row_key(r) for r in over])
-                else:
-                    published = method.values.get(name, {}).get(key)
-                rounding = pub.rounding(method.name, name, key)
-                misprint = pub.misprint(method.name, name, key)
-                if misprint and published is not None and not note:
-                    note = f"documented misprint: {misprint['note']}"
-            out[col] = Compared(mine, half, n, published, rounding, note)
-        comp.rows.append({"name": row["name"], "kind": row["kind"], "cells": out})
-    for row in comp.rows:
+        cells = {col: _compare_cell(table, row, col, data_rows, pub, method) for col in table.columns}
+        comp.rows.append({"name": row["name"], "kind": row["kind"], "cells": cells})
         notes: dict[str, list[str]] = {}
-        for col, c in row["cells"].items():
+        for col, c in cells.items():
             if c.note:
                 notes.setdefault(c.note, []).append(col)
         for note, cols in notes.items():
-            where = row["name"] if len(cols) == len(row["cells"]) else f"{row['name']} {', '.join(cols)}"
+            where = row["name"] if len(cols) == len(cells) else f"{row['name']} {', '.join(cols)}"
             comp.notes.append(f"{where}: {note}")
     if method is not None:
         comp.recipe = recipe_differences(table, pub, method)
@@ -250,6 +246,7 @@ def recipe_differences(table: Table, pub: PublishedTable, method: PublishedMetho
     """One line per recipe key where our runs differ from the published row's recipe."""
     lines = []
     trainer = table.method.get("trainer") or ""
+    records = _run_records(table)
     for key, theirs in method.recipe.items():
         label = RECIPE_NAMES.get(key, key)
         if key == "config":
@@ -259,7 +256,6 @@ def recipe_differences(table: Table, pub: PublishedTable, method: PublishedMetho
                 lines.append(f"config: ours {', '.join(sorted(folders))}, the paper's row {theirs}")
             continue
         full = key.replace("TRAINER.*.", f"TRAINER.{trainer.upper()}.")
-        records = _run_records(table)
         mine = [r[full] for r in records if full in r]
         if not mine:
             continue
