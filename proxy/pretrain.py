@@ -2,8 +2,9 @@
 
 The checkpoint is a plain state dict with OpenAI's parameter names (``clip.load(path)`` reads
 it), cached under ``$MMLOP_CACHE_DIR`` (default ``~/.cache/mmlop``) as
-``tiny_clip-<key>.pt``, where the key digests the config, the seed and the code version, so a
-machine pretrains once per setting. A JSON file beside it records the settings, the wall time and
+``tiny_clip-<key>.pt``, where the key digests what the weights depend on (the config, the seed, the
+code version, the torch version and thread count), so a machine pretrains once per setting and the
+demo and the test suite share the checkpoint. A JSON file beside it records the settings, the wall time and
 the zero-shot accuracies. Both are written atomically.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from dassl.threads import fit_threads
+from dassl.threads import fit_threads, plan_threads
 from dassl.utils.tools import CACHE_DIR_ENV, atomic_write, mkdir_if_missing, mmlop_cache_dir, write_json
 from datasets.synthetic_render import STYLES
 
@@ -168,9 +169,15 @@ def pretrain(seed: int, config: PretrainConfig = PretrainConfig(), log_every: in
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def pretrain_threads() -> int:
+    """The torch threads ``get_checkpoint`` pretrains with in this process (``fit_threads``' choice)."""
+    return min(plan_threads(0).torch_threads, torch.get_num_threads())
+
+
 def checkpoint_path(seed: int, config: PretrainConfig = PretrainConfig(), cache_dir: Optional[str] = None) -> str:
-    """Where the checkpoint of ``(config, seed)`` is cached."""
-    return os.path.join(cache_dir or default_cache_dir(), f"tiny_clip-{config.key(seed)}.pt")
+    """Where the checkpoint of ``(config, seed)`` pretrained by this process is cached."""
+    key = config.key(seed, torch.__version__, pretrain_threads())
+    return os.path.join(cache_dir or default_cache_dir(), f"tiny_clip-{key}.pt")
 
 
 def get_checkpoint(seed: int = 1, config: PretrainConfig = PretrainConfig(), cache_dir: Optional[str] = None,

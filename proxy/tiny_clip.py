@@ -56,11 +56,13 @@ class PretrainConfig:
     held_out: tuple[str, ...] = field(default_factory=lambda: HELD_OUT)
     arch: dict = field(default_factory=lambda: dict(TINY_CLIP_ARCH))
 
-    def key(self, seed: int) -> str:
-        """Cache key: a digest of the config, the seed, and the code and renderer versions."""
+    def key(self, seed: int, torch_version: str, threads: int) -> str:
+        """Cache key: a digest of everything the weights depend on: the config, the seed, the code and
+        renderer versions, and the torch version and thread count (float32 sums change with both)."""
         from datasets.synthetic import GENERATOR_VERSION
 
-        payload = dict(asdict(self), seed=seed, code=PRETRAIN_CODE_VERSION, renderer=GENERATOR_VERSION)
+        payload = dict(asdict(self), seed=seed, code=PRETRAIN_CODE_VERSION, renderer=GENERATOR_VERSION,
+                       torch=torch_version, threads=threads)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

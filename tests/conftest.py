@@ -12,15 +12,27 @@ prefer_passive_openmp()
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from dassl.utils.tools import CACHE_DIR_ENV, mmlop_cache_dir  # noqa: E402
+
+# The machine's cache (``$MMLOP_CACHE_DIR``, else ``~/.cache/mmlop``), read before the session
+# fixture below points the variable elsewhere.
+MACHINE_CACHE_DIR = mmlop_cache_dir()
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache_dir(tmp_path_factory):
-    """``$MMLOP_CACHE_DIR`` (decoded-image caches, tiny CLIP) in the session's temporary folder
-    unless the environment sets it, so runs in tests never write to ``~/.cache/mmlop``."""
-    from dassl.utils.tools import CACHE_DIR_ENV
-
+    """``$MMLOP_CACHE_DIR`` in the session's temporary folder unless the environment sets it, so the
+    decoded-image caches of the tests' throw-away datasets never pile up in ``~/.cache/mmlop``."""
     if not os.environ.get(CACHE_DIR_ENV):
         os.environ[CACHE_DIR_ENV] = str(tmp_path_factory.getbasetemp() / "mmlop_cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir() -> str:
+    """Where the proxy tests find (or pretrain) the tiny CLIP: the machine's cache, the one
+    ``python demo.py`` uses, so the demo and the suite pretrain it once between them (the file name
+    keys everything the weights depend on)."""
+    return MACHINE_CACHE_DIR
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""End to end, CI size: pretrain the tiny CLIP (about 3 minutes, once per test session: the proxy
-tests share it), run base-to-novel through train.py, check that prompt learning learns and
+"""End to end, CI size: pretrain the tiny CLIP (about 3 minutes, once per machine: the proxy tests
+and the demo share it), run base-to-novel through train.py, check that prompt learning learns and
 generalizes (``python demo.py --quick``)."""
 import json
 import os
@@ -11,21 +11,12 @@ from proxy.demo import QUICK, run_demo
 from proxy.runs import Method, run_dirs
 
 
-def tiny_clip_cache(tmp_path_factory) -> str:
-    """Where the proxy tests find the pretrained tiny CLIP: ``$MMLOP_CACHE_DIR`` when set (the
-    machine's cache, as the demo uses it), else one folder per test session, so the first proxy
-    test that needs the checkpoint pretrains it and the others reuse it."""
-    from proxy.pretrain import CACHE_ENV
-
-    return os.environ.get(CACHE_ENV) or str(tmp_path_factory.getbasetemp() / "tiny_clip_cache")
-
-
 @pytest.mark.slow
-def test_quick_proxy_benchmark_learns_and_generalizes(tmp_path_factory):
+def test_quick_proxy_benchmark_learns_and_generalizes(tmp_path_factory, tiny_clip_dir):
     root = tmp_path_factory.mktemp("proxy")
     preset = replace(QUICK, output=str(root / "output"))
     lines = []
-    summary = run_demo(preset, data_root=str(root / "data"), cache_dir=tiny_clip_cache(tmp_path_factory),
+    summary = run_demo(preset, data_root=str(root / "data"), cache_dir=tiny_clip_dir,
                        log=lines.append)
     rows = {r["method"]: r for r in summary["rows"]}
     assert set(rows) == {"ZeroshotCLIP", "CoOp", "MMLoP"}

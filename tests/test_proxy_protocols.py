@@ -19,7 +19,6 @@ from datasets.synthetic import (
 from proxy import protocols as P
 from proxy.demo import Benchmark, available_methods, main, run_benchmark
 from proxy.runs import REPO_ROOT
-from tests.test_proxy_benchmark import tiny_clip_cache
 
 # CI size: 4 of the tiny config's 10 epochs. Measured on seed 1: MMLoP 68.8% on the source (fog,
 # 25 classes) against zero-shot's 65.6% (70.4% after 10 epochs).
@@ -76,7 +75,7 @@ def test_cli_rejects_unknown_protocol_and_mixed_modes(capsys):
 
 
 @pytest.mark.slow
-def test_transfer_and_few_shot_protocols_ci_size(tmp_path, tmp_path_factory):
+def test_transfer_and_few_shot_protocols_ci_size(tmp_path, tiny_clip_dir):
     """One seed, one DG and one cross-dataset target, two shot counts, zero-shot and MMLoP with a
     short schedule: the output folders, the table rows, the sweep's tables, broad sanity."""
     out, data = tmp_path / "out", tmp_path / "data"
@@ -84,7 +83,7 @@ def test_transfer_and_few_shot_protocols_ci_size(tmp_path, tmp_path_factory):
                       methods=("ZeroshotCLIP", "MMLoP"), extra_opts=CI_OPTS, output=str(out))
     lines = []
     summary = run_benchmark(bench, ("dg", "xd", "few_shot"), data_root=str(data),
-                            cache_dir=tiny_clip_cache(tmp_path_factory), log=lines.append, workers=2)
+                            cache_dir=tiny_clip_dir, log=lines.append, workers=2)
     parts = summary["parts"]
     assert list(parts) == ["dg", "xd", "few_shot"]
     mmlop = next(m for m in available_methods(("MMLoP",)))
@@ -121,6 +120,6 @@ def test_transfer_and_few_shot_protocols_ci_size(tmp_path, tmp_path_factory):
     assert os.path.isfile(out / "proxy_demo" / "benchmark.json") and os.path.isfile(out / "proxy_demo" / "tables.md")
     # Run again: everything is reused.
     again = []
-    run_benchmark(replace(bench), ("xd",), data_root=str(data), cache_dir=tiny_clip_cache(tmp_path_factory),
+    run_benchmark(replace(bench), ("xd",), data_root=str(data), cache_dir=tiny_clip_dir,
                   log=again.append)
     assert not any(ln.endswith(" ...") for ln in again)

@@ -95,7 +95,8 @@ def format_methods(methods: list[MethodInfo]) -> str:
     for m in methods:
         configs = ", ".join(f"{p}: {c}" for p, c in m.default_configs.items()) or "-"
         rows.append([m.name, m.description + ("" if m.trains else " (evaluation only)"), configs])
-    return tabulate(rows, headers=["trainer", "what it is", "default configs"])
+    # Wrapped to fit a 100-column terminal: the config lists are long.
+    return tabulate(rows, headers=["trainer", "what it is", "default configs"], maxcolwidths=[None, 36, 46])
 
 
 def shell_assignments(name: str, protocol: str, dataset: str = "", cfg: str = "") -> str:
@@ -112,6 +113,9 @@ def shell_assignments(name: str, protocol: str, dataset: str = "", cfg: str = ""
 def main(argv: list[str]) -> int:
     usage = ("usage: python -m trainers.core shell TRAINER PROTOCOL DATASET [CFG]\n"
              "       python -m trainers.core list")
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage)
+        return 0
     try:
         if argv[:1] == ["list"] and len(argv) == 1:
             print(format_methods(registered_methods()))
