@@ -44,7 +44,9 @@ def test_ablation_rows_reach_every_setting_by_opts_alone():
     assert len({m.folder for m in rows}) == len(rows)
     ivlp = dict(zip(rows[0].opts[::2], rows[0].opts[1::2]))
     assert ivlp["TRAINER.MMLOP.FULL_RANK"] == "True" and ivlp["TRAINER.MMLOP.DRIFT_CORRECTION"] == "False"
-    assert rows[-1].opts == ()  # the full method is the config itself
+    # The paper's rows end with the full method, the config itself; then our variants of it.
+    assert rows[4].opts == () and rows[4].label == "+ shared U (MMLoP)"
+    assert rows[5].opts == ("TRAINER.MMLOP.BALANCED_INIT", "True")
     # Every opts key exists in MMLoP's config node.
     import trainers
     from dassl.config import get_cfg_default
