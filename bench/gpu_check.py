@@ -223,8 +223,8 @@ def run_case(trainer_name: str, label: str, prec: str, prompt_prec: str, backbon
     from dassl.utils import set_random_seed
 
     set_random_seed(1)                  # the same batches and augmentations in every case
-    loader = iter(trainer.train_loader_x)
     with _quiet():
+        loader = iter(trainer.train_loader_x)
         if trains:
             trainer.set_model_mode("train")
             trainer.num_batches = steps
