@@ -62,7 +62,7 @@ CASES: tuple[tuple[str, str, str], ...] = (
     ("amp", "amp", "fp32"),
 )
 # PREC: (largest relative loss difference, largest |logit difference| / logit scale)
-TOLERANCES = {"fp32": (1e-6, 1e-6), "fp16": (2e-2, 1e-2), "bf16": (8e-2, 5e-2), "amp": (2e-2, 1e-2)}
+TOLERANCES = {"fp32": (1e-6, 1e-6), "fp16": (2e-2, 5e-3), "bf16": (8e-2, 2e-2), "amp": (2e-2, 5e-3)}
 MEMORY_RATIO = 1.25
 LOGIT_SCALE = 100.0
 ARCHS = {
@@ -224,13 +224,13 @@ def run_case(trainer_name: str, label: str, prec: str, prompt_prec: str, backbon
 
     set_random_seed(1)                  # the same batches and augmentations in every case
     with _quiet():
-        loader = iter(trainer.train_loader_x)
+        batches = _cycle(trainer.train_loader_x)
         if trains:
             trainer.set_model_mode("train")
             trainer.num_batches = steps
             for i in range(steps):
                 trainer.epoch, trainer.batch_idx = 0, i
-                row.losses.append(float(trainer.forward_backward(next(loader))["loss"]))
+                row.losses.append(float(trainer.forward_backward(next(batches))["loss"]))
         trainer.set_model_mode("eval")
         batch = next(iter(trainer.test_loader))
         with torch.no_grad():
@@ -245,6 +245,12 @@ def run_case(trainer_name: str, label: str, prec: str, prompt_prec: str, backbon
         row.peak_memory_mb = torch.cuda.max_memory_allocated() / 2 ** 20
     row.seconds = round(time.time() - t0, 2)
     return row, logits.detach().float().cpu()
+
+
+def _cycle(loader) -> Iterator[dict]:
+    """The loader's batches, starting over when a (small) training set runs out."""
+    while True:
+        yield from loader
 
 
 def compare(row: Row, logits: torch.Tensor, ref: Row, ref_logits: torch.Tensor) -> None:
