@@ -5,10 +5,13 @@
 
 For ``P = U V`` with a loss gradient ``G = dL/dP``, SGD at learning rate ``lr`` moves ``V`` by
 ``lr U^T G`` and ``U`` by ``lr G V^T``, so to first order the prompt moves by
-``lr (U U^T G + G V^T V)``: for rank 1, ``lr (|u|^2 + |v|^2) G`` along ``G``'s direction, against
-``lr G`` for a full-rank prompt (IVLP). The relative step of each factor is ``lr |G| |v| / |u|``
-for ``U`` and ``lr |G| |u| / |v|`` for ``V``: their ratio is ``|v|^2 / |u|^2``. (With ``U``
-shared, its step collects both towers' gradients, so ``|v|^2`` counts both ``V``s.)
+``lr (U U^T G + G V^T V)``. For rank 1 that is ``|u|^2`` times what a full-rank prompt (IVLP)
+moves along ``u`` (new row content), ``|v|^2`` times along ``v`` (new mixing of the rows), and
+``|u|^2 + |v|^2`` times along ``u v``, the prompt's own direction (the "step / full rank"
+columns). The relative step of each factor is ``lr |G| |v| / |u|`` for ``U`` and
+``lr |G| |u| / |v|`` for ``V`` (for comparable gradient components): their ratio is
+``|u|^2 / |v|^2`` per tower (with ``U`` shared, the other tower's gradient adds to ``U``'s step,
+so these ratios are upper bounds).
 
 Prints ``|u|^2`` and ``|v|^2`` of the prompt learner as MMLoP builds it, averaged over seeds and
 layers (``BALANCED_INIT`` False and True; ViT-B/16 widths by default; layer 0 random, as with

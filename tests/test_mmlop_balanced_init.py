@@ -75,3 +75,26 @@ def test_factor_scales_of_vit_b16_are_the_documented_ones():
     assert m["text_step"] == pytest.approx(4.3, rel=0.1) and m["text_v_over_u"] == pytest.approx(20, rel=0.15)
     b = factor_scales(MMLoPSettings(ctx_init="", balanced_init=True), 512, 768, range(1, 21))
     assert b["u2"] == pytest.approx(b["v_text2"] + b["v_vision2"], rel=1e-5)
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_one_sgd_step_is_the_first_order_formula_of_the_method_page(balanced):
+    """docs/METHOD.md §3.1: one SGD step at a small ``lr`` on a loss ``<G, P>`` moves a rank-1
+    prompt ``u v`` by ``-lr (u u^T G + G v^T v)``: ``|u|^2`` times a full-rank prompt's step along
+    ``u`` (changes of the rows' content), ``|v|^2`` times it along ``v`` (changes of the mixing)."""
+    torch.manual_seed(0)
+    s = MMLoPSettings(n_ctx=4, rank=1, prompt_depth=1, ctx_init="", balanced_init=balanced)
+    learner = MMLoPPromptLearner(s, text_dim=512, vision_dim=768)
+    g = torch.randn(4, 512, generator=torch.Generator().manual_seed(1))
+    u, v = learner.U[0].detach().clone(), learner.V_text[0].detach().clone()
+    before = learner()[0][0].detach().clone()
+    lr = 1e-4
+    opt = torch.optim.SGD(learner.parameters(), lr=lr)
+    (learner()[0][0] * g).sum().backward()
+    opt.step()
+    step = learner()[0][0].detach() - before
+    predicted = -lr * (u @ u.t() @ g + g @ v.t() @ v)
+    # The second-order term lr^2 (G v^T)(u^T G) and float32 rounding stay below 1% of the step.
+    assert ((step - predicted).norm() / predicted.norm()).item() < 1e-2
+    u2 = u.pow(2).sum().item()
+    assert (u2 > 3.0) != balanced        # default |u|^2 ~ n = 4; balanced |v_t|^2 + |v_v|^2 ~ 1.4
