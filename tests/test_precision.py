@@ -9,6 +9,9 @@ CPU runs fall back to fp32), and one training step of every trainer is compared 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -139,3 +142,13 @@ def test_gpu_check_fails_with_exit_1_past_a_tolerance(data_root, tmp_path, monke
     assert "| CoOp | bf16 | FAIL |" in out and "(tolerance 0)" in out
     assert "Verdict: FAIL (4 passed, 1 failed, 0 skipped)" in out
 
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the message of a machine without CUDA")
+def test_gpu_sh_check_without_cuda_stops_with_one_message_before_the_bench():
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(["bash", "bench/gpu.sh", "--check"], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": sys.executable}, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith("error: --device cuda: CUDA is not available here")
+    assert proc.stdout == ""                    # nothing ran: neither the check nor the bench
