@@ -11,7 +11,17 @@
 # PREC is fp16 as in the configs (PREC=amp or PREC=fp32 to change it); extra flags go to
 # bench/bench_mmlop.py (e.g. --reps 50). The same code path on a CPU, at a size that takes minutes:
 #   bash bench/gpu.sh --device cpu --quick --imagenet-classes 25 --json /tmp/bench_cpu_check.json
+#
+# `bash bench/gpu.sh --check [bench flags]` first runs bench/gpu_check.py (every trainer a few steps under
+# fp32 / fp16 / bf16 / amp and PROMPT_PREC upstream, compared with fp32, with dtype, device and memory
+# checks; a verdict table in minutes, record bench/results_gpu_check_cuda.json) and stops there if it
+# fails; then the bench. `--check-only` runs the check alone. On a CPU: python bench/gpu_check.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ "${1:-}" == "--check" || "${1:-}" == "--check-only" ]]; then
+  mode="$1"; shift
+  "${PYTHON:-python}" bench/gpu_check.py --device cuda
+  [[ "$mode" == "--check-only" ]] && exit 0
+fi
 "${PYTHON:-python}" bench/bench_pipeline.py --from-gpu-sh "$@"  # evaluation images/s, cache off/on
 exec "${PYTHON:-python}" bench/bench_mmlop.py --device cuda --prec "${PREC:-fp16}" --imagenet "$@"

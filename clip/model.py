@@ -62,6 +62,7 @@ __all__ = [
     "build_model_with_config",
     "config_from_state_dict",
     "convert_weights",
+    "half_tensor_names",
 ]
 
 # The published architectures, as keyword arguments of ``CLIP``. A tuple ``vision_layers`` means a
@@ -450,7 +451,7 @@ _MHA_HALF = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"
              "bias_k", "bias_v")
 
 
-def _half_tensor_names(model: nn.Module) -> set[str]:
+def half_tensor_names(model: nn.Module) -> set[str]:
     """Qualified names of the tensors ``convert_weights`` makes fp16 (OpenAI's rule)."""
     names = set()
     for prefix, m in model.named_modules():
@@ -467,18 +468,20 @@ def _half_tensor_names(model: nn.Module) -> set[str]:
     return names
 
 
-def convert_weights(model: nn.Module) -> nn.Module:
-    """Convert applicable weights to fp16 in place, exactly as OpenAI's ``build_model`` does.
+def convert_weights(model: nn.Module, dtype: torch.dtype = torch.float16) -> nn.Module:
+    """Convert applicable weights to ``dtype`` in place, exactly as OpenAI's ``build_model`` does
+    for fp16 (the trainers apply the same rule for bf16).
 
     Converted: Conv1d/Conv2d/Linear weights and biases, MultiheadAttention projection weights and
-    biases, and the ``text_projection`` / ``proj`` parameters. Kept fp32: token and positional
-    embeddings, ``class_embedding``, LayerNorm/BatchNorm parameters, ``logit_scale``.
+    biases, and the ``text_projection`` / ``proj`` parameters. Kept as they are (fp32): token and
+    positional embeddings, ``class_embedding``, LayerNorm/BatchNorm parameters, ``logit_scale``,
+    whose values a half type would round (``exp(logit_scale)`` 100.03 in fp16, 98.86 in bf16).
     Returns ``model`` for chaining.
     """
-    half = _half_tensor_names(model)
+    half = half_tensor_names(model)
     for name, t in model.state_dict(keep_vars=True).items():
-        if name in half and t.dtype != torch.float16:
-            t.data = t.data.half()
+        if name in half and t.dtype != dtype:
+            t.data = t.data.to(dtype)
     return model
 
 
@@ -571,7 +574,7 @@ def _build(state_dict: Mapping[str, torch.Tensor], precision: str = "fp16",
     model = _construct(config)
     # fp16: the tensors OpenAI's convert_weights converts are rounded straight from the state
     # dict (as OpenAI's load into fp16 parameters rounds them), the others stay fp32.
-    half = _half_tensor_names(model) if precision == "fp16" else frozenset()
+    half = half_tensor_names(model) if precision == "fp16" else frozenset()
     _assign_weights(model, state_dict, copy, half)
     return model.eval()
 
@@ -652,7 +655,7 @@ def build_model_with_config(state_dict: Mapping[str, torch.Tensor], config: Mapp
     else:
         with torch.device("meta"):
             model = CLIP(**config)
-    half = _half_tensor_names(model) if precision == "fp16" else frozenset()
+    half = half_tensor_names(model) if precision == "fp16" else frozenset()
     _assign_weights(model, state_dict, copy, half)
     _restore_attention_masks(model)
     left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]

@@ -19,7 +19,8 @@ domain generalization, cross-dataset, few-shot, then MMLoP's ablation rows) into
 writes ``<output>/proxy_demo/benchmark.json`` (tables, per-seed values, intervals, wall time per
 part), ``tables.md``, ``few_shot.png`` and the sweep's own tables (``sweep_tables/``);
 ``--protocol dg xd ...`` runs only those parts. ``--ablation`` runs MMLoP's ablation rows at the
-default size (IVLP setting, low-rank, + consistency, + drift correction, + shared U). ``--quick`` is
+default size (IVLP setting, low-rank, + consistency, + drift correction, + shared U, then MMLoP with
+``BALANCED_INIT``). ``--quick`` is
 the CI size (the same tiny CLIP; one dataset, two seeds, three methods).
 
 These are proxy numbers on a toy domain, not the paper's: they show that the code learns and
@@ -51,6 +52,8 @@ ABLATION_ROWS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("+ consistency", "consistency", ("TRAINER.MMLOP.SHARE_U", "none", "TRAINER.MMLOP.DRIFT_CORRECTION", "False")),
     ("+ drift correction", "drift", ("TRAINER.MMLOP.SHARE_U", "none")),
     ("+ shared U (MMLoP)", "", ()),            # the MMLoP config itself: shares the MMLoP row's runs
+    # Not a row of the paper: MMLoP with equal-norm factors at initialization (docs/METHOD.md).
+    ("MMLoP + balanced init", "balanced", ("TRAINER.MMLOP.BALANCED_INIT", "True")),
 )
 
 

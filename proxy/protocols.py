@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Collection, Optional, Sequence
 
 from sweep.spec import DOMAIN_SHIFTS
 
@@ -228,9 +228,11 @@ def format_paired(rows: Sequence[dict], columns: Sequence[str], reference_label:
     return tabulate(body, headers=heads, tablefmt="github", disable_numparse=True)
 
 
-def reference_label(rows: Sequence[dict], reference: str = REFERENCE) -> Optional[str]:
-    """The label of the row run by the ``reference`` trainer without ablation opts (the last one)."""
-    labels = [r["method"] for r in rows if r["trainer"] == reference]
+def reference_label(rows: Sequence[dict], reference: str = REFERENCE,
+                    variants: Collection[str] = ()) -> Optional[str]:
+    """The label of the last row run by the ``reference`` trainer that is not one of ``variants``
+    (the labels of rows run with ablation opts), i.e. the method as configured."""
+    labels = [r["method"] for r in rows if r["trainer"] == reference and r["method"] not in variants]
     return labels[-1] if labels else None
 
 
@@ -306,7 +308,7 @@ def base2new_tables(results, datasets: Sequence[str], methods: Sequence[Method])
     trainers = {m.label: m.trainer for m in methods}
     order = [m.label for m in methods if m.label in values]
     rows = stat_rows({k: values[k] for k in order}, all_columns, params, trainers, centres)
-    ref = reference_label(rows)
+    ref = reference_label(rows, variants={m.label for m in methods if m.opts})
     paired = paired_rows({k: values[k] for k in order}, columns, ref) if ref else []
     headers = ["base", "novel", "HM", *[f"HM {short_name(d)}" for d in datasets]]
     return {"columns": columns, "rows": rows, "paired": paired, "reference": ref,

@@ -43,10 +43,12 @@ def test_recipe(stem, epochs, depth):
     ("_abl3_consistency", 11_592, True, "none", True, False),
     ("_abl4_drift", 11_592, True, "none", True, True),
     ("", 11_556, True, "modality", True, True),
+    ("_abl5_balanced", 11_556, True, "modality", True, True),     # ours: + BALANCED_INIT
 ])
 def test_ablation_rows(suffix, params, low_rank, share_u, losses, drift):
     s = MMLoPSettings.from_cfg(_cfg(B2N + suffix).TRAINER.MMLOP)
     assert (s.low_rank, s.drift_correction) == (low_rank, drift)
+    assert s.balanced_init == suffix.endswith("balanced")
     if low_rank:
         assert s.share_u == share_u
     assert bool(s.text_loss_weight and s.image_loss_weight and s.kl_loss_weight) == losses

@@ -44,7 +44,9 @@ def test_ablation_rows_reach_every_setting_by_opts_alone():
     assert len({m.folder for m in rows}) == len(rows)
     ivlp = dict(zip(rows[0].opts[::2], rows[0].opts[1::2]))
     assert ivlp["TRAINER.MMLOP.FULL_RANK"] == "True" and ivlp["TRAINER.MMLOP.DRIFT_CORRECTION"] == "False"
-    assert rows[-1].opts == ()  # the full method is the config itself
+    # The paper's rows end with the full method, the config itself; then our variants of it.
+    assert rows[4].opts == () and rows[4].label == "+ shared U (MMLoP)"
+    assert rows[5].opts == ("TRAINER.MMLOP.BALANCED_INIT", "True")
     # Every opts key exists in MMLoP's config node.
     import trainers
     from dassl.config import get_cfg_default
@@ -143,3 +145,22 @@ def test_cli_rejects_zero_workers(capsys):
     with pytest.raises(SystemExit):
         main(["--workers", "0"])
     assert "--workers must be >= 1" in capsys.readouterr().err
+
+
+def test_ablation_pairs_the_balanced_row_with_the_mmlop_row_not_the_reverse():
+    """The reference of the paired differences is the MMLoP row run without opts, even with a
+    variant row of the same trainer after it; the step table pairs the variant with it."""
+    from proxy import protocols as P
+
+    rows = ablation_methods()[-2:]                       # + shared U (MMLoP), MMLoP + balanced init
+    results = []
+    for seed, (b, n, db) in enumerate([(60.0, 55.0, 1.0), (62.0, 54.0, 2.0), (61.0, 56.0, 3.0)], 1):
+        results.append(RunResult(rows[0].label, "synthetic_warm", seed, b, n, 780))
+        results.append(RunResult(rows[1].label, "synthetic_warm", seed, b + db, n, 780))
+    part = P.base2new_tables(results, ["synthetic_warm"], rows)
+    assert part["reference"] == "+ shared U (MMLoP)"
+    (paired,) = part["paired"]
+    assert paired["method"] == "MMLoP + balanced init" and paired["diff"]["base"]["mean"] == pytest.approx(-2.0)
+    (step,) = P.step_differences(part["rows"], part["columns"])
+    assert step["method"] == "MMLoP + balanced init vs + shared U (MMLoP)"
+    assert step["diff"]["base"]["mean"] == pytest.approx(2.0) and step["seeds"] == [1, 2, 3]

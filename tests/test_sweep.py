@@ -147,14 +147,14 @@ def test_sweep_file_and_flags(tmp_path, capsys):
     assert "unknown keys ['trainer']" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name,jobs", [("base2new", 2 * 66), ("ablation", 5 * 66), ("xd_dg", 3 * 15),
+@pytest.mark.parametrize("name,jobs", [("base2new", 2 * 66), ("ablation", 6 * 66), ("xd_dg", 3 * 15),
                                        ("few_shot", 11 * 5 * 3)])
 def test_example_sweep_files(tmp_path, name, jobs):
     spec, _ = load_sweep_file(os.path.join(REPO, "sweep", "examples", f"{name}.yaml"))
     p = plan(replace(spec, output=str(tmp_path / "out")))
     assert len(p.jobs) == jobs and spec.name == name
     if name == "ablation":
-        assert len({j.folder for j in p.jobs}) == 5 and p.jobs[0].label == "IVLP (full rank, CE only)"
+        assert len({j.folder for j in p.jobs}) == 6 and p.jobs[0].label == "IVLP (full rank, CE only)"
 
 
 def test_one_driver_per_sweep(tmp_path):

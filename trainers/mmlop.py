@@ -14,7 +14,12 @@ n 4, r 1, depth 9: 9 x (4 + 512 + 768) = 11,556 parameters (``none`` 11,592,
 as the best rank-r approximation (truncated SVD) of those tokens' embeddings (full rank: the
 embeddings themselves); every other prompt starts with entries of standard deviation about 0.02:
 ``U`` has unit mean square (``U^0 = sqrt(n) A_r`` from the SVD, random ``U ~ N(0, 1)``) and
-``V ~ N(0, 0.02^2 / r)``.
+``V ~ N(0, 0.02^2 / r)``. The two factors thus start at very different scales (a column of ``U``
+has squared norm about ``n``, a row of ``V`` about ``D * 0.0004 / r``, 0.2 for ``D_t`` 512), which
+makes SGD move ``U`` far slower, relative to its size, than ``V`` (docs/METHOD.md).
+``BALANCED_INIT True`` rescales each rank-one term after that initialization so that the column of
+``U`` and the rows of the ``V``s it multiplies (all of them, when ``U`` is shared) have equal
+norms; every initial prompt ``U V`` is unchanged.
 
 **2. Self-regulating consistency.** Prompted features are anchored to frozen zero-shot CLIP:
 ``L = CE + TEXT_LOSS_WEIGHT * L1(t, t_zs) + IMAGE_LOSS_WEIGHT * L1(f, f_zs)
@@ -39,6 +44,7 @@ PROMPT_DEPTH          9               prompted layers (9 base-to-novel/few-shot,
 SHARE_U               "modality"      ``none`` / ``modality`` / ``modality_and_layers``
 FULL_RANK             False           True: full-rank prompts per tower (IVLP)
 CTX_INIT              "a photo of a"  layer-0 text init ('' = random); N_CTX BPE tokens
+BALANCED_INIT         False           True: equal-norm factors at init, same initial prompts
 TEXT_LOSS_WEIGHT      25.0            L1(prompted text, 60-template text anchors)
 IMAGE_LOSS_WEIGHT     10.0            L1(prompted image, frozen image features)
 KL_LOSS_WEIGHT        1.0             KL(zero-shot || prompted) logits, PromptSRC scaling
@@ -92,6 +98,7 @@ def add_mmlop_keys(node: CN) -> CN:
     node.SHARE_U = "modality"
     node.FULL_RANK = False
     node.CTX_INIT = "a photo of a"
+    node.BALANCED_INIT = False
     node.TEXT_LOSS_WEIGHT = 25.0
     node.IMAGE_LOSS_WEIGHT = 10.0
     node.KL_LOSS_WEIGHT = 1.0
@@ -116,6 +123,7 @@ class MMLoPSettings:
     share_u: str = "modality"
     low_rank: bool = True
     ctx_init: str = "a photo of a"
+    balanced_init: bool = False
     text_loss_weight: float = 25.0
     image_loss_weight: float = 10.0
     kl_loss_weight: float = 1.0
@@ -129,6 +137,7 @@ class MMLoPSettings:
         """From the ``cfg.TRAINER.MMLOP`` node."""
         return cls(n_ctx=node.N_CTX, rank=node.RANK, prompt_depth=node.PROMPT_DEPTH,
                    share_u=node.SHARE_U, low_rank=not node.FULL_RANK, ctx_init=node.CTX_INIT,
+                   balanced_init=bool(node.BALANCED_INIT),
                    text_loss_weight=float(node.TEXT_LOSS_WEIGHT),
                    image_loss_weight=float(node.IMAGE_LOSS_WEIGHT),
                    kl_loss_weight=float(node.KL_LOSS_WEIGHT),
@@ -154,6 +163,9 @@ class MMLoPSettings:
         if self.low_rank and not 1 <= self.rank <= self.n_ctx:
             raise ValueError(f"TRAINER.MMLOP.RANK must be in 1..N_CTX ({self.n_ctx}), "
                              f"got {self.rank}")
+        if self.balanced_init and not self.low_rank:
+            raise ValueError("TRAINER.MMLOP.BALANCED_INIT balances the low-rank factors; set it False "
+                             "with TRAINER.MMLOP.FULL_RANK True")
         if self.share_u not in SHARE_U_CHOICES:
             raise ValueError(f"TRAINER.MMLOP.SHARE_U must be one of {', '.join(SHARE_U_CHOICES)}, "
                              f"got {self.share_u!r}")
@@ -168,6 +180,22 @@ class MMLoPSettings:
 
 def _normal(*shape: int, std: float) -> nn.Parameter:
     return nn.Parameter(torch.randn(*shape) * std)
+
+
+def balance_factors(u: nn.Parameter, vs: Sequence[nn.Parameter]) -> None:
+    """Rescale ``u [n, r]`` and the ``vs`` (each ``[r, D]``) it multiplies in place so that, for
+    every rank-one term ``k``, ``|u[:, k]|`` equals the norm of the rows ``v[k]`` of all ``vs``
+    together; every product ``u @ v`` is unchanged.
+
+    Why: SGD's step on ``v`` scales with ``|u|`` and the step on ``u`` with ``|v|``, so factors of
+    unequal size learn at unequal relative rates (``BALANCED_INIT``, docs/METHOD.md)."""
+    with torch.no_grad():
+        v_norm = torch.stack([v.pow(2).sum(dim=1) for v in vs]).sum(dim=0).sqrt()   # [r]
+        u_norm = u.pow(2).sum(dim=0).sqrt()                                        # [r]
+        scale = (v_norm / u_norm).sqrt()
+        u.mul_(scale)
+        for v in vs:
+            v.div_(scale[:, None])
 
 
 class MMLoPPromptLearner(nn.Module):
@@ -209,6 +237,21 @@ class MMLoPPromptLearner(nn.Module):
             self.U_vision = nn.ParameterList([_normal(n, r, std=1.0) for _ in range(depth)])
         else:
             self.U = u_text[0]
+        if s.balanced_init:
+            self._balance()
+
+    def _balance(self) -> None:
+        """``balance_factors`` over every ``U`` with the ``V``s it multiplies."""
+        depth, share = self.settings.prompt_depth, self.settings.share_u
+        if share == "modality_and_layers":
+            balance_factors(self.U, [*self.V_text, *self.V_vision])
+            return
+        for i in range(depth):
+            if share == "modality":
+                balance_factors(self.U[i], [self.V_text[i], self.V_vision[i]])
+            else:
+                balance_factors(self.U_text[i], [self.V_text[i]])
+                balance_factors(self.U_vision[i], [self.V_vision[i]])
 
     def _u(self, layer: int, tower: str) -> torch.Tensor:
         share = self.settings.share_u
@@ -314,6 +357,9 @@ class MMLoP(GPAMixin, PromptTrainer):
         checks.check_range(node, prefix, "N_CTX", low=1)
         if not node.FULL_RANK:
             checks.check_range(node, prefix, "RANK", low=1, high=node.N_CTX)
+        elif node.BALANCED_INIT:
+            checks.fail(f"{prefix}.BALANCED_INIT", node.BALANCED_INIT,
+                        f"it balances the low-rank factors; set it False with {prefix}.FULL_RANK True")
         checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH", "text")
         checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH", "vision")
         checks.check_choice(node, prefix, "SHARE_U", SHARE_U_CHOICES)

@@ -4,10 +4,14 @@
 PREC     frozen CLIP weights   autocast  gradient scaling (CUDA)
 =======  ====================  ========  ==============================================
 fp32     fp32                  no        no
-fp16     fp16                  no        yes (no with ``PROMPT_PREC upstream``)
-bf16     bf16                  no        no
+fp16     fp16 (OpenAI's rule)  no        yes (no with ``PROMPT_PREC upstream``)
+bf16     bf16 (OpenAI's rule)  no        no
 amp      fp32                  fp16      yes
 =======  ====================  ========  ==============================================
+
+"OpenAI's rule" is ``clip.model.convert_weights``: Conv/Linear/attention weights and the two
+projections take the half type; token and positional embeddings, ``class_embedding``, LayerNorms
+and ``logit_scale`` stay fp32, so ``exp(logit_scale)`` is 100.00 under every precision (docs/PRECISION.md).
 
 ``TRAINER.<NAME>.PROMPT_PREC`` chooses the dtype of the trainable prompt parameters:
 
@@ -34,6 +38,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
+
+from clip.model import convert_weights
 
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")
 PROMPT_PRECS = ("fp32", "upstream")
@@ -74,8 +80,14 @@ def resolve_precision(prec: str, device: torch.device | str, key: str = "PREC") 
 
 
 def cast_backbone(model: nn.Module, precision: Precision, device: torch.device | str) -> nn.Module:
-    """Move the frozen CLIP to ``device`` and cast its floating-point weights for ``precision``."""
-    return model.to(device=device, dtype=precision.weight_dtype)
+    """Move the fp32 frozen CLIP to ``device`` and cast its weights for ``precision`` with OpenAI's
+    rule (``clip.model.convert_weights``): under fp16 and bf16 only the Conv/Linear/attention
+    weights and the two projections change dtype; embeddings, LayerNorms and ``logit_scale`` stay
+    fp32, as in the models upstream's ``PREC fp16`` runs (OpenAI's ``build_model``)."""
+    model = model.to(device=device, dtype=torch.float32)
+    if precision.weight_dtype == torch.float32:
+        return model
+    return convert_weights(model, precision.weight_dtype)
 
 
 def upstream_half_prompts(precision: Precision, prompt_prec: str) -> bool:
