@@ -22,6 +22,29 @@ def mkdir_if_missing(dirname: str) -> None:
             raise
 
 
+# Fault injection for the tests (tests/test_fault_injection.py): with MMLOP_FAULT_AT=N the process
+# kills itself (SIGKILL) at the N-th write or rename point of atomic_write; MMLOP_FAULT_LOG=<file>
+# gets one line per point ("<n> write|rename <path>"), so a test can list a run's points.
+FAULT_AT_ENV = "MMLOP_FAULT_AT"
+FAULT_LOG_ENV = "MMLOP_FAULT_LOG"
+_fault_points = 0
+
+
+def _fault_point(what: str, fpath: str) -> None:
+    global _fault_points
+    target, log = os.environ.get(FAULT_AT_ENV), os.environ.get(FAULT_LOG_ENV)
+    if not target and not log:
+        return
+    _fault_points += 1
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{_fault_points} {what} {fpath}\n")
+    if target and int(target) == _fault_points:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write(fpath: str, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` on a hidden temporary file beside ``fpath``
     (``.<name>.XXXX.tmp``), then rename it to ``fpath``, so that an interrupted write never leaves
@@ -35,7 +58,9 @@ def atomic_write(fpath: str, write: Callable[[str], None]) -> None:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         write(tmp_path)
+        _fault_point("write", fpath)
         os.replace(tmp_path, fpath)
+        _fault_point("rename", fpath)
     except BaseException:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
