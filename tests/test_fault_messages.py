@@ -187,3 +187,34 @@ def test_eval_only_into_a_training_folder_is_refused_unless_overwrite(finished, 
         "its results.json and config.yaml. Choose another --output-dir, or add --overwrite to replace them")
     assert snapshot(out) == before
     assert cli(["--overwrite", *ev], capsys)[0] == 0
+
+
+class _Shell:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_checkpoint_is_refused_even_when_trusted(tmp_path, monkeypatch):
+    from dassl.utils import LegacyCheckpointError, load_checkpoint
+
+    marker, path = tmp_path / "code_was_run", str(tmp_path / "model.pth.tar-1")
+    torch.save({"state_dict": {}, "epoch": 1, "scheduler": _Shell(str(marker))}, path)
+    monkeypatch.setenv("DASSL_TRUSTED_CHECKPOINTS", "1")
+    for trusted in (None, True):
+        with pytest.raises(LegacyCheckpointError) as info:
+            load_checkpoint(path, trusted=trusted)
+        assert str(info.value).startswith(f'Checkpoint "{path}" names posix.system, which runs code')
+    assert not marker.exists()
+
+
+def test_random_bytes_stay_corrupt_when_trusted(tmp_path, monkeypatch):
+    from dassl.utils.torchtools import CheckpointReadError, load_checkpoint
+
+    path = tmp_path / "model.pth.tar-1"
+    path.write_bytes(random.Random(2).randbytes(3000))
+    monkeypatch.setenv("DASSL_TRUSTED_CHECKPOINTS", "1")
+    with pytest.raises(CheckpointReadError, match="it is corrupt"):
+        load_checkpoint(str(path))

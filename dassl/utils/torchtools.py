@@ -41,6 +41,25 @@ class CheckpointReadError(UserError, OSError):
     """A checkpoint file is empty, truncated or corrupt: no safety setting would make it readable."""
 
 
+# Modules and callables that run code or touch the system: never unpickled, whatever the flags
+# (``--allow-global`` cannot admit them, and no message ever suggests it). A pickle that names one
+# is an attack or not a checkpoint.
+FORBIDDEN_MODULES = ("os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "pty", "runpy", "code",
+                     "codeop", "importlib", "ctypes", "multiprocessing", "pickle", "marshal", "types",
+                     "operator", "functools", "webbrowser", "signal", "tempfile", "pathlib", "io")
+FORBIDDEN_BUILTINS = ("eval", "exec", "compile", "__import__", "getattr", "setattr", "delattr", "open",
+                      "globals", "locals", "vars", "input", "breakpoint", "memoryview", "type", "object",
+                      "super", "classmethod", "staticmethod", "property", "help", "exit", "quit")
+
+
+def forbidden(qualified: str) -> bool:
+    """Whether ``module.Name`` runs code or touches the system (see ``FORBIDDEN_MODULES``)."""
+    module, _, name = qualified.rpartition(".")
+    if module in ("builtins", "__builtin__"):
+        return name in FORBIDDEN_BUILTINS or name.startswith("_")
+    return module.split(".")[0] in FORBIDDEN_MODULES
+
+
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The wrapped module of ``nn.DataParallel``/``DistributedDataParallel``, else ``model``."""
     return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
@@ -106,9 +125,16 @@ def load_checkpoint(fpath: str, trusted: Optional[bool] = None) -> dict:
     try:
         return torch.load(fpath, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if pickled_globals(fpath) is None:
+        names = pickled_globals(fpath)
+        if names is None:
             raise CheckpointReadError(f'Checkpoint "{fpath}" cannot be read: it is corrupt (not a '
                                       "checkpoint written by torch.save)") from None
+        dangerous = sorted({name for name in names if forbidden(name)})
+        if dangerous:
+            raise LegacyCheckpointError(
+                f'Checkpoint "{fpath}" names {", ".join(dangerous)}, which runs code or touches the system: '
+                "it is not a checkpoint of Dassl or of this project and was not read. Never load it "
+                f"with {TRUSTED_ENV}=1 or trusted=True") from None
         if not trusted:
             raise LegacyCheckpointError(
                 f'Checkpoint "{fpath}" contains pickled Python objects (for example an LR scheduler saved '
@@ -116,9 +142,11 @@ def load_checkpoint(fpath: str, trusted: Optional[bool] = None) -> dict:
                 f"this file, load it with load_checkpoint(path, trusted=True) or set {TRUSTED_ENV}=1. "
                 f"Original error: {str(exc).splitlines()[0]}"
             ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointReadError(f'Checkpoint "{fpath}" cannot be read: it is truncated or corrupt '
-                                  f"({str(exc).splitlines()[0][:120]})") from None
+    except Exception as exc:  # noqa: BLE001 (any other failure of the reader: the bytes are damaged)
+        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        cause = ("it is corrupt (not a checkpoint written by torch.save)" if pickled_globals(fpath) is None
+                 else f"it is truncated or corrupt ({detail})")
+        raise CheckpointReadError(f'Checkpoint "{fpath}" cannot be read: {cause}') from None
     print(f'Loading trusted legacy checkpoint "{fpath}" with weights_only=False')
     return torch.load(fpath, map_location="cpu", weights_only=False)
 
