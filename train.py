@@ -25,6 +25,7 @@ import datasets  # noqa: F401  (registers the datasets)
 import trainers
 from dassl.config import get_cfg_default
 from dassl.engine import TRAINER_REGISTRY, build_trainer
+from dassl.engine.config_checks import check_config
 from dassl.engine.results import count_trainable_params, provenance
 from dassl.engine.resume import check_before_writing, checkpoint_names
 from dassl.engine.run_guard import OutputLock, remove_temp_files
@@ -222,6 +223,7 @@ def main(args: argparse.Namespace, command_line: str | None = None):
     ``command_line`` (see :func:`format_command`) is recorded in ``results.json``.
     """
     cfg = setup_cfg(args)
+    check_config(cfg)
     check_eval_only(args, cfg)
     logger = lock = None
     removed: list[str] = []

@@ -218,3 +218,40 @@ def test_random_bytes_stay_corrupt_when_trusted(tmp_path, monkeypatch):
     monkeypatch.setenv("DASSL_TRUSTED_CHECKPOINTS", "1")
     with pytest.raises(CheckpointReadError, match="it is corrupt"):
         load_checkpoint(str(path))
+
+
+@pytest.mark.parametrize("key,value,first", [
+    ("OPTIM.LR", "-0.1", "error: OPTIM.LR = -0.1 is not allowed: it must be > 0"),
+    ("OPTIM.NAME", "'sgdd'", "error: OPTIM.NAME = 'sgdd' is not allowed: choose one of 'adam', 'amsgrad', 'sgd', "),
+    ("OPTIM.LR_SCHEDULER", "'cosin'", "error: OPTIM.LR_SCHEDULER = 'cosin' is not allowed: choose one of "),
+    ("DATALOADER.TRAIN_X.BATCH_SIZE", "0",
+     "error: DATALOADER.TRAIN_X.BATCH_SIZE = 0 is not allowed: it must be >= 1"),
+    ("OPTIM.MAX_EPOCH", "-2", "error: OPTIM.MAX_EPOCH = -2 is not allowed: it must be >= 1"),
+    ("DATASET.NUM_SHOTS", "-3", "error: DATASET.NUM_SHOTS = -3 is not allowed: it must be >= -1"),
+    ("TEST.FINAL_MODEL", "'best'", "error: TEST.FINAL_MODEL = 'best' is not allowed: choose one of 'last_step', "),
+])
+def test_engine_keys_are_checked_before_anything_is_written(data_root, trainer_yaml, tmp_path, capsys,
+                                                            key, value, first):
+    out = tmp_path / "run"
+    rc, res = cli(base_argv(data_root, trainer_yaml, str(out), key, value), capsys)
+    assert rc == 1 and res.err.splitlines()[0].startswith(first) and len(res.err.splitlines()) == 1
+    assert not out.exists() and "Loading" not in res.out
+
+
+def test_one_check_function_covers_engine_and_trainer_keys():
+    """What the sweep's pre-check calls per job: the same checks as train.py."""
+    import trainers
+    from dassl.config import ConfigError, get_cfg_default
+    from dassl.engine.config_checks import check_config
+
+    cfg = get_cfg_default()
+    trainers.extend_cfg(cfg)
+    cfg.TRAINER.NAME = "MMLoP"
+    check_config(cfg)
+    cfg.TRAINER.MMLOP.RANK = 99
+    with pytest.raises(ConfigError, match=r"^TRAINER.MMLOP.RANK = 99 is not allowed"):
+        check_config(cfg)
+    cfg.TRAINER.MMLOP.RANK = 1
+    cfg.OPTIM.LR = 0.0
+    with pytest.raises(ConfigError, match=r"^OPTIM.LR = 0.0 is not allowed: it must be > 0"):
+        check_config(cfg)

@@ -38,6 +38,7 @@ from dassl.utils.torchtools import (
     unwrap_model,
 )
 
+from .config_checks import check_engine_config
 from .results import build_results, code_version, count_trainable_params, write_results
 from .resume import check_resume_settings, find_resume_point
 from .run_guard import run_settings
@@ -317,6 +318,7 @@ class SimpleTrainer(TrainerBase):
 
     def __init__(self, cfg) -> None:
         super().__init__()
+        check_engine_config(cfg)
         self.check_cfg(cfg)
         if torch.cuda.is_available() and cfg.USE_CUDA:
             self.device = torch.device("cuda")
