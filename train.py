@@ -21,17 +21,23 @@ from typing import Optional, Sequence
 
 import torch
 
-import datasets  # noqa: F401  (registers the datasets)
-import trainers
-from dassl.config import get_cfg_default
-from dassl.engine import TRAINER_REGISTRY, build_trainer
-from dassl.engine.config_checks import check_config
-from dassl.engine.results import count_trainable_params, provenance
-from dassl.engine.resume import check_before_writing, checkpoint_names
-from dassl.engine.run_guard import OutputLock, remove_temp_files
-from dassl.threads import fit_threads
-from dassl.utils import OutputDirError, UserError, collect_env_info, set_random_seed, setup_logger
-from dassl.utils.tools import atomic_write
+from dassl.utils.env import torchvision_problem
+
+if torchvision_problem():  # before the imports below fail inside torchvision with a traceback
+    sys.exit(f"error: {torchvision_problem()}")
+
+import datasets  # noqa: E402,F401  (registers the datasets)
+import trainers  # noqa: E402
+from clip.clip import DownloadError  # noqa: E402
+from dassl.config import get_cfg_default  # noqa: E402
+from dassl.engine import TRAINER_REGISTRY, build_trainer  # noqa: E402
+from dassl.engine.config_checks import check_config  # noqa: E402
+from dassl.engine.results import count_trainable_params, provenance  # noqa: E402
+from dassl.engine.resume import check_before_writing, checkpoint_names  # noqa: E402
+from dassl.engine.run_guard import OutputLock, remove_temp_files  # noqa: E402
+from dassl.threads import fit_threads  # noqa: E402
+from dassl.utils import OutputDirError, UserError, collect_env_info, set_random_seed, setup_logger  # noqa: E402
+from dassl.utils.tools import atomic_write  # noqa: E402
 
 CONFIG_FILE = "config.yaml"
 DEBUG_ENV = "MMLOP_DEBUG"
@@ -283,7 +289,7 @@ def debugging(args: argparse.Namespace) -> bool:
 
 def is_user_error(exc: BaseException) -> bool:
     """An error the user can fix from its message alone (see ``dassl.utils.errors``)."""
-    if isinstance(exc, UserError):
+    if isinstance(exc, (UserError, DownloadError)):
         return True
     message = str(exc)
     return isinstance(exc, (FileNotFoundError, ValueError)) and (

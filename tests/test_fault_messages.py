@@ -255,3 +255,54 @@ def test_one_check_function_covers_engine_and_trainer_keys():
     cfg.OPTIM.LR = 0.0
     with pytest.raises(ConfigError, match=r"^OPTIM.LR = 0.0 is not allowed: it must be > 0"):
         check_config(cfg)
+
+
+def test_temp_files_of_a_run_nested_in_the_output_dir_are_left_alone(data_root, trainer_yaml, tmp_path, capsys):
+    out = tmp_path / "parent"
+    nested = out / "seed1" / "prompt_learner"           # another (live) run's folder below ours
+    nested.mkdir(parents=True)
+    (out / "seed1" / ".lock").write_text("PID 1 on elsewhere\n")
+    theirs = nested / ".model.pth.tar-3.ab12.tmp"
+    theirs.write_bytes(b"a save in flight")
+    (out / "model").mkdir()
+    ours = out / "model" / ".model.pth.tar-2.cd34.tmp"
+    ours.write_bytes(b"half a checkpoint")
+    rc, res = cli(base_argv(data_root, trainer_yaml, str(out)), capsys)
+    assert rc == 0 and theirs.exists() and not ours.exists()
+    assert f"Removed a temporary file left by an interrupted save: {ours}" in res.out and str(theirs) not in res.out
+
+
+def test_failed_download_is_one_message(tmp_path, monkeypatch):
+    import urllib.error
+
+    import clip.clip as clip_module
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(clip_module.urllib.request, "urlopen", offline)
+    url = "https://example.invalid/models/0123/ViT-X.pt"
+    with pytest.raises(clip_module.DownloadError) as info:
+        clip_module._download(url, str(tmp_path))
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert train.is_user_error(info.value)
+    report = train.failure_report(info.value)
+    assert report.startswith(f"error: Could not download {url}: ") and "Traceback" not in report
+    assert os.listdir(tmp_path) == []                   # nothing half-downloaded is left
+
+
+def test_torchvision_built_for_another_torch_is_one_message(tmp_path):
+    import subprocess
+    import sys
+
+    fake = tmp_path / "site" / "torchvision"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    r = subprocess.run([sys.executable, "train.py", "--help"], cwd=repo, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines()[0].startswith(
+        "error: torchvision cannot be imported with torch ") and "operator torchvision::nms does not exist" in r.stderr
+    assert "pip install --force-reinstall torch torchvision" in r.stderr
