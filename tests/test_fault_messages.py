@@ -306,3 +306,23 @@ def test_torchvision_built_for_another_torch_is_one_message(tmp_path):
     assert r.stderr.splitlines()[0].startswith(
         "error: torchvision cannot be imported with torch ") and "operator torchvision::nms does not exist" in r.stderr
     assert "pip install --force-reinstall torch torchvision" in r.stderr
+
+
+def test_full_disk_is_one_message_and_the_old_file_stays(tmp_path):
+    import errno
+
+    from dassl.utils.tools import DiskFullError, atomic_write
+
+    target = tmp_path / "checkpoint"
+    target.write_text("model.pth.tar-3\n")
+
+    def full(tmp):
+        with open(tmp, "w") as f:
+            f.write("model.pth")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DiskFullError) as info:
+        atomic_write(str(target), full)
+    assert str(info.value).startswith(f"No space left to write {target} (")
+    assert "rerun the same command" in str(info.value) and train.is_user_error(info.value)
+    assert target.read_text() == "model.pth.tar-3\n" and os.listdir(tmp_path) == ["checkpoint"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from typing import Any, Callable
@@ -61,10 +62,29 @@ def atomic_write(fpath: str, write: Callable[[str], None]) -> None:
         _fault_point("write", fpath)
         os.replace(tmp_path, fpath)
         _fault_point("rename", fpath)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
+        if _disk_full(exc, dirname):
+            free = shutil.disk_usage(dirname).free / 2**20
+            raise DiskFullError(f"No space left to write {fpath} ({free:.0f} MB free on its file system): "
+                                "free some space and rerun the same command (what was saved before is "
+                                "intact; the run resumes from it)") from None
         raise
+
+
+class DiskFullError(UserError, OSError):
+    """A write failed because the file system is full; the message names the file."""
+
+
+def _disk_full(exc: BaseException, dirname: str) -> bool:
+    """``ENOSPC``/``EDQUOT``, or torch.save's ``unexpected pos`` / ``file write failed`` on a file
+    system with (almost) no free space left."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, RuntimeError) and ("unexpected pos" in str(exc) or "file write failed" in str(exc)):
+        return shutil.disk_usage(dirname).free < 64 * 2**20
+    return False
 
 
 CACHE_DIR_ENV = "MMLOP_CACHE_DIR"
