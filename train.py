@@ -23,8 +23,9 @@ import torch
 
 from dassl.utils.env import torchvision_problem
 
-if torchvision_problem():  # before the imports below fail inside torchvision with a traceback
-    sys.exit(f"error: {torchvision_problem()}")
+_TORCHVISION_PROBLEM = torchvision_problem()  # before the imports below fail inside torchvision
+if _TORCHVISION_PROBLEM:
+    sys.exit(f"error: {_TORCHVISION_PROBLEM}")
 
 import datasets  # noqa: E402,F401  (registers the datasets)
 import trainers  # noqa: E402
