@@ -5,7 +5,9 @@
         DATASET.NUM_SHOTS 16
 
 Config merge order: defaults -> trainer extensions -> dataset YAML -> trainer YAML -> flags -> opts.
-The merged config is saved as OUTPUT_DIR/config.yaml before the trainer is built; the final
+The merged config is saved as OUTPUT_DIR/config.yaml once the run is allowed (a rerun with other
+settings, or --eval-only into another run's folder, is refused before anything is written) and
+before the trainer is built; the final
 test's results.json records the command line, the git commit and the library versions.
 """
 from __future__ import annotations
@@ -19,15 +21,24 @@ from typing import Optional, Sequence
 
 import torch
 
-import datasets  # noqa: F401  (registers the datasets)
-import trainers
-from dassl.config import get_cfg_default
-from dassl.engine import TRAINER_REGISTRY, build_trainer
-from dassl.engine.results import count_trainable_params, provenance
-from dassl.engine.run_guard import OutputLock, remove_temp_files
-from dassl.threads import fit_threads
-from dassl.utils import OutputDirError, UserError, collect_env_info, set_random_seed, setup_logger
-from dassl.utils.tools import atomic_write
+from dassl.utils.env import torchvision_problem
+
+_TORCHVISION_PROBLEM = torchvision_problem()  # before the imports below fail inside torchvision
+if _TORCHVISION_PROBLEM:
+    sys.exit(f"error: {_TORCHVISION_PROBLEM}")
+
+import datasets  # noqa: E402,F401  (registers the datasets)
+import trainers  # noqa: E402
+from clip.clip import DownloadError  # noqa: E402
+from dassl.config import get_cfg_default  # noqa: E402
+from dassl.engine import TRAINER_REGISTRY, build_trainer  # noqa: E402
+from dassl.engine.config_checks import check_config  # noqa: E402
+from dassl.engine.results import count_trainable_params, provenance  # noqa: E402
+from dassl.engine.resume import check_before_writing, checkpoint_names  # noqa: E402
+from dassl.engine.run_guard import OutputLock, remove_temp_files  # noqa: E402
+from dassl.threads import fit_threads  # noqa: E402
+from dassl.utils import OutputDirError, UserError, collect_env_info, set_random_seed, setup_logger  # noqa: E402
+from dassl.utils.tools import atomic_write  # noqa: E402
 
 CONFIG_FILE = "config.yaml"
 DEBUG_ENV = "MMLOP_DEBUG"
@@ -49,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-untrained", action="store_true",
                         help="with --eval-only and no --model-dir: evaluate the initial (untrained) prompts "
                              "on purpose")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --eval-only: write into an --output-dir that holds another run's record "
+                             "(its results.json and config.yaml are replaced)")
     parser.add_argument("--debug", action="store_true",
                         help=f"show the traceback of input errors too (also: {DEBUG_ENV}=1)")
     run = parser.add_argument_group(
@@ -164,6 +178,32 @@ def check_eval_only(args: argparse.Namespace, cfg, trainer=None) -> None:
                         "--eval-untrained to evaluate the initial prompts on purpose")
 
 
+def check_eval_output(args: argparse.Namespace, cfg) -> None:
+    """``--eval-only`` into a folder that holds another run's record (a training run's checkpoints,
+    or a ``config.yaml`` of other settings) would replace its ``results.json`` and ``config.yaml``:
+    refused unless ``--overwrite``. Rerunning the same evaluation into its own folder is allowed."""
+    out = cfg.OUTPUT_DIR
+    if not args.eval_only or args.overwrite or not out:
+        return
+    config_path = os.path.join(out, CONFIG_FILE)
+    if checkpoint_names(out):
+        what = "the checkpoints of a training run"
+    elif os.path.isfile(config_path) and open(config_path).read() != cfg.dump():
+        what = f"{config_path} of a run with other settings"
+    else:
+        return
+    raise UserError(f"--output-dir {out} holds {what}: evaluating into it would replace its results.json and "
+                    "config.yaml. Choose another --output-dir, or add --overwrite to replace them")
+
+
+def default_cfg():
+    """The config with every key at its default (what a key that an older checkpoint lacks is
+    compared against)."""
+    cfg = get_cfg_default()
+    trainers.extend_cfg(cfg)
+    return cfg
+
+
 def write_config(cfg) -> str | None:
     """Write ``cfg.dump()`` to ``OUTPUT_DIR/config.yaml`` atomically; return its path (None: no OUTPUT_DIR)."""
     if not cfg.OUTPUT_DIR:
@@ -190,6 +230,7 @@ def main(args: argparse.Namespace, command_line: str | None = None):
     ``command_line`` (see :func:`format_command`) is recorded in ``results.json``.
     """
     cfg = setup_cfg(args)
+    check_config(cfg)
     check_eval_only(args, cfg)
     logger = lock = None
     removed: list[str] = []
@@ -197,13 +238,18 @@ def main(args: argparse.Namespace, command_line: str | None = None):
         if cfg.OUTPUT_DIR:
             prepare_output_dir(cfg.OUTPUT_DIR)
             lock = OutputLock(cfg.OUTPUT_DIR).acquire()
+        # Before anything is written, so that a refused run leaves the folder as it was.
+        check_eval_output(args, cfg)
+        if not args.eval_only:
+            check_before_writing(cfg, default_cfg())
+        if cfg.OUTPUT_DIR:
             removed = remove_temp_files(cfg.OUTPUT_DIR)
         if cfg.SEED >= 0:
             set_random_seed(cfg.SEED)
         logger = setup_logger(cfg.OUTPUT_DIR)
         for path in removed:
             print(f"Removed a temporary file left by an interrupted save: {path}")
-        # Before the trainer is built, so that a run that fails later still has its config.
+        # Once the run is allowed, before the trainer is built (a run that fails later still has it).
         write_config(cfg)
         provenance()  # git commit and versions of the code as loaded now (cached for results.json)
         if cfg.SEED >= 0:
@@ -244,7 +290,7 @@ def debugging(args: argparse.Namespace) -> bool:
 
 def is_user_error(exc: BaseException) -> bool:
     """An error the user can fix from its message alone (see ``dassl.utils.errors``)."""
-    if isinstance(exc, UserError):
+    if isinstance(exc, (UserError, DownloadError)):
         return True
     message = str(exc)
     return isinstance(exc, (FileNotFoundError, ValueError)) and (

@@ -78,6 +78,11 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
+class DownloadError(RuntimeError):
+    """A model download failed; the message names the URL, the cause and how to get the file by
+    hand (``train.py`` prints it as one line, without a traceback)."""
+
+
 def _download(url: str, root: str | None = None) -> str:
     """Return the path of the verified cached copy of ``url``, downloading it if needed.
 
@@ -119,10 +124,10 @@ def _download(url: str, root: str | None = None) -> str:
                     received += len(chunk)
                     bar.update(len(chunk))
         if total is not None and received != total:
-            raise RuntimeError(f"Download of {url} was interrupted: received {received} of "
+            raise DownloadError(f"Download of {url} was interrupted: received {received} of "
                                f"{total} bytes; nothing was cached. {advice}")
         if digest.hexdigest() != expected_sha256:
-            raise RuntimeError(f"Downloaded {url} ({received} bytes), but its SHA-256 "
+            raise DownloadError(f"Downloaded {url} ({received} bytes), but its SHA-256 "
                                f"{digest.hexdigest()} does not match the expected "
                                f"{expected_sha256}; the file was discarded. {advice}")
         os.replace(tmp, target)
@@ -131,7 +136,7 @@ def _download(url: str, root: str | None = None) -> str:
         raise
     except (OSError, urllib.error.URLError, http.client.HTTPException) as e:
         _remove_quietly(tmp)
-        raise RuntimeError(f"Could not download {url}: {e!r}; nothing was cached. {advice}") from e
+        raise DownloadError(f"Could not download {url}: {e!r}; nothing was cached. {advice}") from None
     except BaseException:  # KeyboardInterrupt and the like: clean up, then propagate unchanged
         _remove_quietly(tmp)
         raise

@@ -231,7 +231,8 @@ def check_subsample(subsample: str) -> str:
 
 
 def subsample_classes(*datasets, subsample: str = "all") -> list:
-    """Keep the base (first ``ceil(n/2)`` sorted labels of ``datasets[0]``) or new (the rest) classes.
+    """Keep the base (first ``ceil(n/2)`` of the sorted labels of all ``datasets`` together: the
+    dataset's full class list, never only what the train split holds) or new (the rest) classes.
 
     Every list is filtered and relabelled to ``0..m-1`` in sorted-label order (order of items kept);
     ``"all"`` returns the inputs unchanged. Returns a list with one entry per input.
@@ -239,7 +240,7 @@ def subsample_classes(*datasets, subsample: str = "all") -> list:
     check_subsample(subsample)
     if subsample == "all":
         return list(datasets)
-    labels = sorted({item.label for item in datasets[0]})
+    labels = sorted({item.label for dataset in datasets for item in dataset})
     m = math.ceil(len(labels) / 2)
     print(f"SUBSAMPLE {subsample.upper()} CLASSES!")
     selected = labels[:m] if subsample == "base" else labels[m:]

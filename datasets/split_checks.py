@@ -7,7 +7,11 @@ as one ``SplitFileError`` that names the file and lists the offending entries:
 * structure: every entry is ``[relative_path (str), label (int), classname (str)]``;
 * one name per label and one label per name (the majority is taken as right, the rest listed);
 * labels are exactly ``0..n-1`` for ``n`` distinct labels;
-* names match the dataset's canonical names when its loader knows them (``CanonicalNames``).
+* names match the dataset's canonical names when its loader knows them (``CanonicalNames``);
+* coverage: every class has entries in each of train, val and test (those not empty), no image is
+  listed twice in one split, and no image is in both train (or val) and test:
+  a class missing from train would shift the base/new cut and leave a class untrained, a
+  duplicate makes a "2-shot" subset one image twice, an overlap grades the model on what it saw.
 """
 from __future__ import annotations
 
@@ -156,12 +160,42 @@ def check_canonical(filepath: str, split: dict, names: dict[int, str], canonical
         _raise(filepath, [_section(f"{len(diffs)} class names differ from {canonical.source}", diffs)])
 
 
+def check_coverage(filepath: str, split: dict, names: dict[int, str]) -> None:
+    """Every class in each split that has entries, no duplicate image within a split, no image
+    shared by train or val and test; one error listing every problem."""
+    sections = []
+    for key in SPLIT_KEYS:
+        if not split[key]:
+            continue
+        missing = sorted(set(names) - {e[1] for e in split[key]})
+        if missing:
+            sections.append(_section(f"{len(missing)} classes have no '{key}' entry",
+                                     [f"label {label} {names[label]!r}" for label in missing]))
+        seen: dict[str, int] = {}
+        dups = []
+        for i, entry in enumerate(split[key]):
+            if entry[0] in seen:
+                dups.append(f"{_ref(key, i, entry)} (also {key}[{seen[entry[0]]}])")
+            seen.setdefault(entry[0], i)
+        if dups:
+            sections.append(_section(f"{len(dups)} '{key}' entries list an image already listed", dups))
+    test_paths = {e[0]: i for i, e in enumerate(split["test"])}
+    for key in ("train", "val"):
+        shared = [f"{_ref(key, i, e)} (also test[{test_paths[e[0]]}])" for i, e in enumerate(split[key])
+                  if e[0] in test_paths]
+        if shared:
+            sections.append(_section(f"{len(shared)} '{key}' images are also test images", shared))
+    if sections:
+        _raise(filepath, sections)
+
+
 def check_split(filepath: str, split: dict, canonical: Optional[CanonicalNames] = None) -> None:
     """All checks of this module, in order; raises ``SplitFileError`` on the first failing group."""
     check_structure(filepath, split)
     names = check_consistency(filepath, split)
     if canonical is not None:
         check_canonical(filepath, split, names, canonical)
+    check_coverage(filepath, split, names)
 
 
 def folder_classnames(image_dir: str, rename: Optional[Mapping[str, str]] = None) -> CanonicalNames:

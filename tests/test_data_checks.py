@@ -355,3 +355,43 @@ def test_real_flowers_slice_passes_the_full_check(tmp_path):
     cfg.DATASET.NAME = "OxfordFlowers"
     dm = DataManager(cfg)
     assert len(dm.dataset.test) == 79 and len(os.listdir(dataset_dir / "split_fewshot")) == 1
+
+
+# --- coverage: every class in every split, duplicates, train/test overlap; base/new cut ----------
+
+def _three_class_split():
+    return {"train": [["a/1.jpg", 0, "a"], ["b/1.jpg", 1, "b"], ["c/1.jpg", 2, "c"]],
+            "val": [["a/2.jpg", 0, "a"], ["b/2.jpg", 1, "b"], ["c/2.jpg", 2, "c"]],
+            "test": [["a/3.jpg", 0, "a"], ["b/3.jpg", 1, "b"], ["c/3.jpg", 2, "c"]]}
+
+
+@pytest.mark.parametrize("change,expected", [
+    (lambda s: s.update(train=s["train"][:1] + s["train"][2:], val=s["val"][:1] + s["val"][2:]),
+     "1 classes have no 'train' entry:\n  label 1 'b'\n1 classes have no 'val' entry:\n  label 1 'b'"),
+    (lambda s: s["train"].append(["a/1.jpg", 0, "a"]),
+     "1 'train' entries list an image already listed:\n  train[3] [\"a/1.jpg\", 0, \"a\"] (also train[0])"),
+    (lambda s: s["train"].append(["c/3.jpg", 2, "c"]),
+     "1 'train' images are also test images:\n  train[3] [\"c/3.jpg\", 2, \"c\"] (also test[2])"),
+])
+def test_coverage_duplicates_and_overlap_are_listed(change, expected):
+    split = _three_class_split()
+    check_split("s.json", split)
+    change(split)
+    with pytest.raises(SplitFileError) as info:
+        check_split("s.json", split)
+    assert str(info.value).startswith(f"Split file s.json is inconsistent:\n{expected}\nFix: ")
+
+
+def test_base_new_cut_comes_from_the_full_class_list():
+    from dassl.data.datasets import Datum
+    from datasets.protocol import subsample_classes
+
+    def items(labels):
+        return [Datum(impath=f"/x/{i}.jpg", label=label, classname=str(label)) for i, label in enumerate(labels)]
+
+    train, test = items([0, 2, 3]), items([0, 1, 2, 3])          # class 1 has no train entry
+    base_train, base_test = subsample_classes(train, test, subsample="base")
+    assert sorted({d.classname for d in base_test}) == ["0", "1"]  # base = first half of all 4 classes
+    assert sorted({d.classname for d in base_train}) == ["0"]
+    _, new_test = subsample_classes(train, test, subsample="new")
+    assert sorted({d.classname for d in new_test}) == ["2", "3"]

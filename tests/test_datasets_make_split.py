@@ -113,13 +113,13 @@ def test_oxford_pets_from_annotations(tmp_path):
     stems = [f"Abyssinian_{i}" for i in range(5)] + [f"american_bulldog_{i}" for i in range(5)]
     write(str(ann / "trainval.txt"), "#Image CLASS-ID SPECIES BREED ID\n" + "".join(
         f"{s} {1 + (i >= 5)} 1 1\n" for i, s in enumerate(stems)))
-    write(str(ann / "test.txt"), "Abyssinian_9 1 1 1\n")
-    for s in stems + ["Abyssinian_9"]:
+    write(str(ann / "test.txt"), "Abyssinian_9 1 1 1\namerican_bulldog_9 2 1 1\n")   # every class tested
+    for s in stems + ["Abyssinian_9", "american_bulldog_9"]:
         touch(str(tmp_path / "oxford_pets" / "images" / f"{s}.jpg"))
     ms.make_split(str(tmp_path), "OxfordPets")
     dataset = build_dataset(make_cfg(tmp_path, "OxfordPets"))
     assert dataset.classnames == ["abyssinian", "american_bulldog"]
-    assert (len(dataset.train_x), len(dataset.val), len(dataset.test)) == (8, 2, 1)
+    assert (len(dataset.train_x), len(dataset.val), len(dataset.test)) == (8, 2, 2)
 
 
 def test_flowers_and_cars_from_mat_files(tmp_path):
@@ -144,15 +144,17 @@ def test_flowers_and_cars_from_mat_files(tmp_path):
     os.makedirs(c / "devkit")
     savemat(str(c / "devkit" / "cars_meta.mat"), {"class_names": names.reshape(1, -1)})
     train = np.array([(f"{i:05d}.jpg", 1 + i % 2) for i in range(1, 11)], dtype=anno_t).reshape(1, -1)
-    test = np.array([("00001.jpg", 2)], dtype=anno_t).reshape(1, -1)
+    test = np.array([("00001.jpg", 2), ("00002.jpg", 1)], dtype=anno_t).reshape(1, -1)   # every class tested
     savemat(str(c / "devkit" / "cars_train_annos.mat"), {"annotations": train})
     savemat(str(c / "cars_test_annos_withlabels.mat"), {"annotations": test})
     for i in range(1, 11):
         touch(str(c / "cars_train" / f"{i:05d}.jpg"))
     touch(str(c / "cars_test" / "00001.jpg"))
+    touch(str(c / "cars_test" / "00002.jpg"))
     ms.make_split(str(tmp_path), "StanfordCars")
     split = load(c / "split_zhou_StanfordCars.json")
-    assert split["test"] == [["cars_test/00001.jpg", 1, "2012 Acura RL Sedan"]]
+    assert split["test"] == [["cars_test/00001.jpg", 1, "2012 Acura RL Sedan"],
+                             ["cars_test/00002.jpg", 0, "2000 AM General Hummer SUV"]]
     cars = build_dataset(make_cfg(tmp_path, "StanfordCars"))
     assert cars.classnames == ["2000 AM General Hummer SUV", "2012 Acura RL Sedan"]
 

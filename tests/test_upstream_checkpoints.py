@@ -12,10 +12,12 @@ Two sources of upstream checkpoints:
 """
 from __future__ import annotations
 
+import datetime
 import importlib.util
 import json
 import os
 import pathlib
+import random
 import subprocess
 import sys
 import types
@@ -296,16 +298,68 @@ class Evil:
         return (pathlib.Path.touch, (pathlib.Path(self.marker),))
 
 
-def test_trusted_files_still_cannot_run_code(tmp_path, tiny_clip):
-    marker = tmp_path / "code_was_run"
+class Shell:
+    """What a malicious checkpoint pickles: ``os.system`` (``posix.system`` on Linux)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class Today:
+    def __reduce__(self):
+        return (datetime.date, (2020, 1, 1))
+
+
+def _upstream_with(tmp_path, tiny_clip, scheduler) -> Path:
     folder = tmp_path / "up" / "prompt_learner"
     folder.mkdir(parents=True)
-    sd = upstream_state_dict("coop", tiny_clip)
-    torch.save({"state_dict": sd, "epoch": 1, "scheduler": Evil(str(marker))},
+    torch.save({"state_dict": upstream_state_dict("coop", tiny_clip), "epoch": 1, "scheduler": scheduler},
                folder / "model.pth.tar-1")
-    with pytest.raises(tool.UpstreamImportError, match="refused to unpickle the Python object .*--allow-global"):
-        tool.import_checkpoint(str(tmp_path / "up"), str(tmp_path / "out"), trust_pickle=True)
-    assert not marker.exists()
+    return tmp_path / "up"
+
+
+@pytest.mark.parametrize("payload", [Evil, Shell])
+def test_trusted_files_still_cannot_run_code(tmp_path, tiny_clip, capsys, payload):
+    marker = tmp_path / "code_was_run"
+    src = _upstream_with(tmp_path, tiny_clip, payload(str(marker)))
+    name = "posix.system" if payload is Shell else "pathlib.Path.touch"
+    for flags in ([], ["--trust-pickle"], ["--trust-pickle", "--allow-global", name]):
+        assert tool.main([str(src), str(tmp_path / "out"), *flags]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err
+        assert "--allow-global" not in err.replace(f"--allow-global {name}:", "")   # never suggested
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_allowing_a_forbidden_global_is_refused_before_reading(tmp_path, tiny_clip, capsys):
+    src = _upstream_with(tmp_path, tiny_clip, Shell(str(tmp_path / "x")))
+    assert tool.main([str(src), str(tmp_path / "out"), "--trust-pickle", "--allow-global", "builtins.eval"]) == 1
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "error: --allow-global builtins.eval: it runs code or touches the system, so it is never unpickled; "
+        "no Dassl or PyTorch checkpoint needs it")
+
+
+def test_harmless_unknown_object_can_be_allowed_by_name(tmp_path, tiny_clip):
+    src = _upstream_with(tmp_path, tiny_clip, Today())
+    with pytest.raises(tool.UpstreamImportError, match="refused to unpickle the Python object datetime.date.*"
+                                                       "--allow-global datetime.date"):
+        tool.import_checkpoint(str(src), str(tmp_path / "out"), trust_pickle=True)
+    result = tool.import_checkpoint(str(src), str(tmp_path / "out"), trust_pickle=True,
+                                    allow_globals=["datetime.date"])
+    assert result.trainer == "CoOp"
+
+
+def test_random_bytes_are_corrupt_not_a_trust_question(tmp_path, capsys):
+    folder = tmp_path / "up" / "prompt_learner"
+    folder.mkdir(parents=True)
+    (folder / "model.pth.tar-1").write_bytes(random.Random(0).randbytes(4000))
+    assert tool.main([str(tmp_path / "up"), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {folder / 'model.pth.tar-1'} is not a readable PyTorch checkpoint: it is corrupt")
+    assert "--trust-pickle" not in err
 
 
 def test_not_an_upstream_checkpoint_is_explained(tmp_path, tiny_clip):

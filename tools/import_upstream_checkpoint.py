@@ -16,7 +16,10 @@ What it does:
    says so. With it, the file is unpickled by a restricted unpickler that builds only containers,
    tensors and torch's optimizer / LR-scheduler classes (what Dassl writes) and refuses any other
    Python object, naming it; ``--allow-global module.Name`` admits one more (only for a file you
-   trust).
+   trust). What runs code or touches the system (``os``, ``posix``, ``subprocess``, ``sys``,
+   ``builtins.eval``/``exec``/``getattr``/``__import__`` ..., ``forbidden``) is refused whatever the
+   flags, never suggested, and a file naming one is reported as not a checkpoint before any
+   unpickling; a corrupt file is reported as corrupt, not as needing trust.
 2. **Keeps the prompt parameters only**, renamed to this project's names (the parameters of the
    trainer's ``prompt_learner``; checked by loading them, strictly, into a freshly built prompt
    learner of that trainer):
@@ -81,7 +84,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from dassl.utils.errors import UserError  # noqa: E402
-from dassl.utils.torchtools import POINTER_FILE, epoch_files, save_checkpoint  # noqa: E402
+from dassl.utils.torchtools import (  # noqa: E402
+    POINTER_FILE,
+    epoch_files,
+    forbidden,
+    pickled_globals,
+    save_checkpoint,
+)
 
 TRAINERS = ("CoOp", "CoCoOp", "IVLP", "MaPLe", "PromptSRC")
 # Registered model name (the checkpoint's folder) -> upstream trainers that use it.
@@ -134,6 +143,9 @@ def _restricted_pickle_module(allowed: frozenset[str]) -> types.ModuleType:
             qualified = f"{module}.{name}"
             if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
                 return getattr(torch, name)
+            if forbidden(qualified):
+                raise pickle.UnpicklingError(f"refused to unpickle {qualified}, which runs code or touches the "
+                                             "system (never allowed)")
             if qualified not in allowed:
                 raise pickle.UnpicklingError(f"refused to unpickle the Python object {qualified}")
             return super().find_class(module, name)
@@ -149,6 +161,10 @@ def read_checkpoint(path: str, trust_pickle: bool = False,
                     allow_globals: Sequence[str] = ()) -> dict:
     """The checkpoint dict of ``path``: with ``weights_only=True`` when it allows, else (only
     with ``trust_pickle``) through the restricted unpickler."""
+    refused = [g for g in allow_globals if forbidden(g)]
+    if refused:
+        raise UpstreamImportError(f"--allow-global {refused[0]}: it runs code or touches the system, so it is "
+                                  "never unpickled; no Dassl or PyTorch checkpoint needs it")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -156,6 +172,14 @@ def read_checkpoint(path: str, trust_pickle: bool = False,
     except Exception as exc:  # noqa: BLE001  (truncated, not a torch file, ...)
         raise UpstreamImportError(f"{path} is not a readable PyTorch checkpoint: "
                                   f"{type(exc).__name__}: {exc}") from None
+    names = pickled_globals(path)
+    if names is None:
+        raise UpstreamImportError(f"{path} is not a readable PyTorch checkpoint: it is corrupt (no pickle "
+                                  "stream in it); get an intact copy of the file")
+    dangerous = sorted({g for g in names if forbidden(g)})
+    if dangerous:
+        raise UpstreamImportError(f"{path} names {', '.join(dangerous)}, which runs code or touches the system: "
+                                  "it is not a Dassl checkpoint and was not read (do not unpickle it elsewhere)")
     if not trust_pickle:
         raise UpstreamImportError(
             f"{path} holds pickled Python objects (upstream Dassl saves the LR-scheduler object in "
@@ -172,7 +196,7 @@ def read_checkpoint(path: str, trust_pickle: bool = False,
         message = str(exc).strip().splitlines()[0]
         match = re.search(r"Python object (\S+)", message)
         hint = (f" If you trust the file and know what {match.group(1)} is, add --allow-global "
-                f"{match.group(1)}." if match else "")
+                f"{match.group(1)}." if match and not forbidden(match.group(1)) else "")
         raise UpstreamImportError(f"{path}: {message}, which Dassl checkpoints do not need, so the "
                                   f"file was not read.{hint}") from None
 

@@ -59,8 +59,8 @@ SHARED_PREFIX         True            exact speed-up: rows before the class name
 
 The rows of the paper's ablation (Table 4) are configs of their own
 (``configs/trainers/MMLoP/*_abl*.yaml``, listed with their overrides in docs/METHOD.md). GPA
-(``core/gpa.py``, shared with PromptSRC) is resumable: every checkpoint gets the accumulator
-beside it (``prompt_learner/gpa_state.pth.tar-<e>``).
+(``core/gpa.py``, shared with PromptSRC) is resumable: every checkpoint holds the accumulator
+of its epoch (key ``gpa_state`` of ``prompt_learner/model.pth.tar-<e>``).
 """
 from __future__ import annotations
 

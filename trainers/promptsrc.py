@@ -11,10 +11,9 @@ GPA (``core/gpa.py``'s ``GPAMixin``, shared with MMLoP): after the last batch of
 epoch ``e`` (after the optimizer and LR-scheduler steps) the prompt tensors (fp32, nothing else)
 are accumulated with the normalized weight ``N(e; GPA_MEAN, GPA_STD^2)``; after the last epoch the
 aggregate replaces the prompts, so it is what is saved as ``model.pth.tar-<MAX_EPOCH>`` and
-tested. Every checkpoint ``prompt_learner/model.pth.tar-<e>`` gets a sibling
-``prompt_learner/gpa_state.pth.tar-<e>`` (the accumulator after epoch ``e``, written atomically),
-restored on resume, so a resumed run aggregates exactly as an uninterrupted one; a missing state
-file or a changed schedule stops the resume with an error naming ``TRAINER.PROMPTSRC.GPA*``.
+tested. Every checkpoint ``prompt_learner/model.pth.tar-<e>`` holds the accumulator after epoch
+``e`` in the same file, restored on resume, so a resumed run aggregates exactly as an uninterrupted
+one; a changed schedule stops the resume with an error naming ``TRAINER.PROMPTSRC.GPA*``.
 
 Config node ``TRAINER.PROMPTSRC``: IVLP's keys (``N_CTX_TEXT``/``N_CTX_VISION`` 4,
 ``PROMPT_DEPTH_TEXT``/``PROMPT_DEPTH_VISION`` 9, ``CTX_INIT``, ``PREC``, ``PROMPT_PREC``

@@ -91,6 +91,16 @@ def provenance() -> dict[str, Any]:
     return record
 
 
+def code_version() -> str:
+    """The code's git commit (``+dirty`` with uncommitted changes), or ``unknown`` outside git:
+    recorded in every checkpoint, so a refused resume can say which code wrote it."""
+    record = provenance()
+    commit = record.get("git_commit")
+    if not commit:
+        return "unknown"
+    return commit[:12] + ("+dirty" if record.get("git_dirty") else "")
+
+
 def count_trainable_params(models: Iterable[nn.Module]) -> int:
     """Elements of the distinct parameters with ``requires_grad`` over ``models``."""
     seen: set[int] = set()

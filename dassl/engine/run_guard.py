@@ -9,13 +9,13 @@
   speed-up switches). Checkpoints store it; ``settings_differences`` lists what a resume would
   change, and the engine refuses such a resume (``ResumeMismatchError``).
 * ``remove_temp_files(directory)``: the hidden ``.<name>.XXXX.tmp`` files an interrupted atomic
-  write leaves (only ever called while holding the lock).
+  write leaves (only ever called while holding the lock; never inside another run's folder).
 """
 from __future__ import annotations
 
 import os
 import socket
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional
 
 from dassl.utils.errors import OutputLockedError
 
@@ -93,11 +93,21 @@ def run_settings(cfg) -> dict[str, str]:
     return {k: repr(v) for k, v in _flatten(cfg) if not _ignored(k)}
 
 
-def settings_differences(stored: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
-    """``"KEY: stored -> current"`` for every key whose value differs (or exists on one side only)."""
+def new_default_keys(stored: Mapping[str, str], current: Mapping[str, str],
+                     defaults: Mapping[str, str]) -> list[str]:
+    """Keys absent from ``stored`` whose value in ``current`` is their default: keys added to the
+    code after the checkpoint was written, which leave the run as it was."""
+    return sorted(k for k in current if k not in stored and not _ignored(k) and defaults.get(k) == current[k])
+
+
+def settings_differences(stored: Mapping[str, str], current: Mapping[str, str],
+                         defaults: Optional[Mapping[str, str]] = None) -> list[str]:
+    """``"KEY: stored -> current"`` for every key whose value differs (or exists on one side only);
+    with ``defaults``, a key only ``current`` has is no difference when it holds its default."""
+    added = set(new_default_keys(stored, current, defaults)) if defaults else set()
     lines = []
     for key in sorted(set(stored) | set(current)):
-        if _ignored(key):
+        if _ignored(key) or key in added:
             continue
         old, new = stored.get(key, "(absent)"), current.get(key, "(absent)")
         if old != new:
@@ -105,10 +115,19 @@ def settings_differences(stored: Mapping[str, str], current: Mapping[str, str]) 
     return lines
 
 
+def is_run_folder(directory: str) -> bool:
+    """Whether ``directory`` holds a run of its own (its lock, config or log)."""
+    return any(os.path.exists(os.path.join(directory, name)) for name in (LOCK_FILE, "config.yaml", "log.txt"))
+
+
 def remove_temp_files(directory: str) -> list[str]:
-    """Delete ``.<name>.XXXX.tmp`` files in ``directory`` and its sub-folders; return them."""
+    """Delete ``.<name>.XXXX.tmp`` files in ``directory`` and its sub-folders; return them.
+
+    Sub-folders that are runs of their own (``is_run_folder``: a run nested under this one's
+    ``--output-dir``, possibly live) are left alone: their temporary files are not ours."""
     removed = []
-    for root, _dirs, files in os.walk(directory):
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if not is_run_folder(os.path.join(root, d))]
         for name in files:
             if name.startswith(".") and name.endswith(".tmp"):
                 path = os.path.join(root, name)

@@ -18,29 +18,30 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from dassl.config import get_cfg_default
 from dassl.data import DataManager
 from dassl.evaluation import build_evaluator
 from dassl.utils import (
     AverageMeter,
     MetricMeter,
     load_checkpoint,
-    resume_from_checkpoint,
     save_checkpoint,
     tolist_if_not,
 )
-from dassl.utils.errors import NonFiniteLossError, ResumeMismatchError
+from dassl.utils.errors import NonFiniteLossError
 from dassl.utils.torchtools import (
     BEST_NAME,
-    POINTER_FILE,
     capture_rng_state,
-    checkpoint_in_use,
     epoch_files,
     find_model_file,
+    restore_checkpoint,
     unwrap_model,
 )
 
-from .results import build_results, count_trainable_params, write_results
-from .run_guard import run_settings, settings_differences
+from .config_checks import check_engine_config
+from .results import build_results, code_version, count_trainable_params, write_results
+from .resume import check_resume_settings, find_resume_point
+from .run_guard import run_settings
 
 
 class TrainerBase:
@@ -79,8 +80,13 @@ class TrainerBase:
 
     def save_model(self, epoch: int, directory: str, is_best: bool = False, val_result=None,
                    model_name: str = "") -> None:
-        """Save every registered model to ``directory/<name>/`` with ``epoch + 1`` as the epoch."""
+        """Save every registered model to ``directory/<name>/`` with ``epoch + 1`` as the epoch.
+
+        Each file is one complete unit for a resume: weights, optimizer, scheduler, RNG state, the
+        run's settings and code version, and ``checkpoint_state(name)`` (the best-so-far value, and
+        what subclasses add, e.g. GPA's accumulator); the pointer moves only once it is on disk."""
         rng_state = capture_rng_state()
+        version = code_version()
         for name in self.get_model_names():
             optim, sched = self._optims[name], self._scheds[name]
             save_checkpoint(
@@ -92,45 +98,79 @@ class TrainerBase:
                     "val_result": None if val_result is None else float(val_result),
                     "rng_state": rng_state,
                     "run_settings": getattr(self, "run_settings", None),
+                    "code_version": version,
+                    **self.checkpoint_state(name),
                 },
                 os.path.join(directory, name),
                 is_best=is_best,
                 model_name=model_name,
             )
 
-    def resume_model_if_exist(self, directory: str) -> int:
-        """Resume every registered model from ``directory/<name>/checkpoint``; return the start epoch.
+    def checkpoint_state(self, name: str) -> dict:
+        """Hook: what model ``name``'s checkpoint must hold beyond the weights and the optimizer for
+        an exact resume (plain values and tensors). The base stores the best validation result so
+        far (``TEST.FINAL_MODEL best_val`` keeps comparing against it after a resume)."""
+        best = getattr(self, "best_result", -np.inf)
+        return {"best_result": float(best) if np.isfinite(best) else None}
 
-        When any model lacks a checkpoint, prints ``No checkpoint found, train from scratch`` and
-        returns 0. Optimizer, scheduler and RNG states are restored, so training continues exactly.
+    def checkpoint_problem(self, name: str, path: str, checkpoint: dict) -> Optional[str]:
+        """Hook: why ``checkpoint`` of model ``name`` cannot be resumed from (None: it can)."""
+        return None
+
+    def restore_checkpoint_state(self, name: str, path: str, checkpoint: dict) -> None:
+        """Hook: the inverse of ``checkpoint_state`` on resume. Checkpoints written before the
+        best-so-far value was stored take it from ``model-best.pth.tar`` beside them."""
+        if "best_result" in checkpoint:
+            best = checkpoint["best_result"]
+        else:
+            best_path = os.path.join(os.path.dirname(path), BEST_NAME)
+            best = load_checkpoint(best_path).get("val_result") if os.path.isfile(best_path) else None
+        if best is not None:
+            self.best_result = max(getattr(self, "best_result", -np.inf), float(best))
+
+    def default_cfg(self):
+        """The config every key of this trainer's ``cfg`` has by default (compared on resume: a key
+        that a checkpoint lacks is no difference when it holds its default)."""
+        return get_cfg_default()
+
+    def resume_model_if_exist(self, directory: str) -> int:
+        """Resume every registered model from ``directory/<name>/``; return the start epoch.
+
+        The newest checkpoint every model has, readable and complete, is used
+        (``dassl.engine.resume``); newer ones are named and skipped. When there is none at all,
+        prints ``No checkpoint found, train from scratch`` and returns 0. Optimizer, scheduler and
+        RNG states are restored, so training continues exactly.
         """
         names = self.get_model_names()
-        if not names or not all(os.path.isfile(os.path.join(directory, name, POINTER_FILE)) for name in names):
+        point = find_resume_point(directory, names, self.checkpoint_problem) if names else None
+        if point is None:
             print("No checkpoint found, train from scratch")
             return 0
         print(f'Found checkpoint at "{directory}" (will resume training)')
-        self.check_resume_settings(checkpoint_in_use(os.path.join(directory, names[0])))
+        for line in point.skipped:
+            print(f"Skipped: {line}")
+        first = names[0]
+        self.check_resume_settings(point.paths[first], point.checkpoints[first])
         start_epoch = 0
         for name in names:
-            start_epoch = resume_from_checkpoint(
-                os.path.join(directory, name), self._models[name], self._optims[name], self._scheds[name]
-            )
+            path, checkpoint = point.paths[name], point.checkpoints[name]
+            print(f'Loading checkpoint from "{path}"')
+            start_epoch = restore_checkpoint(checkpoint, path, self._models[name], self._optims[name],
+                                             self._scheds[name])
+            self.restore_checkpoint_state(name, path, checkpoint)
+        if point.skipped:
+            print(f"Resuming from epoch {start_epoch}, the newest usable checkpoint")
         return start_epoch
 
-    def check_resume_settings(self, path: str) -> None:
+    def check_resume_settings(self, path: str, checkpoint: Optional[dict] = None) -> None:
         """Refuse to resume from ``path`` when it was written with other settings (the keys that can
-        change a result, ``run_guard.run_settings``); checkpoints without settings are accepted."""
-        current = getattr(self, "run_settings", None)
-        stored = load_checkpoint(path).get("run_settings")
-        if current is None or stored is None:
-            return
-        diffs = settings_differences(stored, current)
-        if diffs:
-            shown = "\n  ".join(diffs[:15]) + (f"\n  ... and {len(diffs) - 15} more" if len(diffs) > 15 else "")
-            raise ResumeMismatchError(
-                f"{path} was written by a run with other settings, so this run would not continue it:\n  "
-                f"{shown}\nRerun with the original values to resume it, or use another --output-dir for "
-                "these settings")
+        change a result, ``run_guard.run_settings``); checkpoints without settings are accepted,
+        and keys added to the code since, holding their defaults, are accepted with a note."""
+        if checkpoint is None:
+            checkpoint = load_checkpoint(path)
+        for line in check_resume_settings(path, checkpoint, getattr(self, "run_settings", None),
+                                          run_settings(self.default_cfg())):
+            print(line)
 
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
         """Load ``model-best.pth.tar`` (or ``model.pth.tar-<epoch>``) of every registered model."""
@@ -278,6 +318,7 @@ class SimpleTrainer(TrainerBase):
 
     def __init__(self, cfg) -> None:
         super().__init__()
+        check_engine_config(cfg)
         self.check_cfg(cfg)
         if torch.cuda.is_available() and cfg.USE_CUDA:
             self.device = torch.device("cuda")

@@ -30,3 +30,21 @@ def collect_env_info() -> str:
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}} : {value}" for name, value in rows)
+
+
+def torchvision_problem() -> str | None:
+    """Why torchvision cannot be used with the installed torch (None: it can).
+
+    A torchvision wheel built for another torch fails on import deep inside its own code
+    (``operator torchvision::nms does not exist``); this names the two versions and the fix."""
+    try:
+        import torchvision  # noqa: F401
+    except (RuntimeError, ImportError, OSError, AttributeError) as exc:
+        import torch
+
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return (f"torchvision cannot be imported with torch {torch.__version__} ({detail}): the installed "
+                "torchvision was built for another torch. Install the pair built together, e.g. "
+                "pip install --force-reinstall torch torchvision (or the versions of "
+                "https://pytorch.org/get-started/previous-versions/ for your CUDA)")
+    return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from typing import Any, Callable
@@ -22,6 +23,29 @@ def mkdir_if_missing(dirname: str) -> None:
             raise
 
 
+# Fault injection for the tests (tests/test_fault_injection.py): with MMLOP_FAULT_AT=N the process
+# kills itself (SIGKILL) at the N-th write or rename point of atomic_write; MMLOP_FAULT_LOG=<file>
+# gets one line per point ("<n> write|rename <path>"), so a test can list a run's points.
+FAULT_AT_ENV = "MMLOP_FAULT_AT"
+FAULT_LOG_ENV = "MMLOP_FAULT_LOG"
+_fault_points = 0
+
+
+def _fault_point(what: str, fpath: str) -> None:
+    global _fault_points
+    target, log = os.environ.get(FAULT_AT_ENV), os.environ.get(FAULT_LOG_ENV)
+    if not target and not log:
+        return
+    _fault_points += 1
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{_fault_points} {what} {fpath}\n")
+    if target and int(target) == _fault_points:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write(fpath: str, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` on a hidden temporary file beside ``fpath``
     (``.<name>.XXXX.tmp``), then rename it to ``fpath``, so that an interrupted write never leaves
@@ -35,11 +59,32 @@ def atomic_write(fpath: str, write: Callable[[str], None]) -> None:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         write(tmp_path)
+        _fault_point("write", fpath)
         os.replace(tmp_path, fpath)
-    except BaseException:
+        _fault_point("rename", fpath)
+    except BaseException as exc:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
+        if _disk_full(exc, dirname):
+            free = shutil.disk_usage(dirname).free / 2**20
+            raise DiskFullError(f"No space left to write {fpath} ({free:.0f} MB free on its file system): "
+                                "free some space and rerun the same command (what was saved before is "
+                                "intact; the run resumes from it)") from None
         raise
+
+
+class DiskFullError(UserError, OSError):
+    """A write failed because the file system is full; the message names the file."""
+
+
+def _disk_full(exc: BaseException, dirname: str) -> bool:
+    """``ENOSPC``/``EDQUOT``, or torch.save's ``unexpected pos`` / ``file write failed`` on a file
+    system with (almost) no free space left."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, RuntimeError) and ("unexpected pos" in str(exc) or "file write failed" in str(exc)):
+        return shutil.disk_usage(dirname).free < 64 * 2**20
+    return False
 
 
 CACHE_DIR_ENV = "MMLOP_CACHE_DIR"

@@ -11,10 +11,13 @@ folder and renamed, so an interrupted save never leaves a truncated checkpoint b
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import pickletools
 import random
 import shutil
+import zipfile
 from collections import OrderedDict
 from typing import Any, Iterable, Optional
 
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import ModelNotFoundError, UserError
+from .errors import CheckpointMismatchError, ModelNotFoundError, UserError
 from .tools import atomic_write, mkdir_if_missing
 
 TRUSTED_ENV = "DASSL_TRUSTED_CHECKPOINTS"
@@ -32,6 +35,29 @@ BEST_NAME = "model-best.pth.tar"
 
 class LegacyCheckpointError(UserError, RuntimeError):
     """A checkpoint holds pickled Python objects and was not declared trusted."""
+
+
+class CheckpointReadError(UserError, OSError):
+    """A checkpoint file is empty, truncated or corrupt: no safety setting would make it readable."""
+
+
+# Modules and callables that run code or touch the system: never unpickled, whatever the flags
+# (``--allow-global`` cannot admit them, and no message ever suggests it). A pickle that names one
+# is an attack or not a checkpoint.
+FORBIDDEN_MODULES = ("os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "pty", "runpy", "code",
+                     "codeop", "importlib", "ctypes", "multiprocessing", "pickle", "marshal", "types",
+                     "operator", "functools", "webbrowser", "signal", "tempfile", "pathlib", "io")
+FORBIDDEN_BUILTINS = ("eval", "exec", "compile", "__import__", "getattr", "setattr", "delattr", "open",
+                      "globals", "locals", "vars", "input", "breakpoint", "memoryview", "type", "object",
+                      "super", "classmethod", "staticmethod", "property", "help", "exit", "quit")
+
+
+def forbidden(qualified: str) -> bool:
+    """Whether ``module.Name`` runs code or touches the system (see ``FORBIDDEN_MODULES``)."""
+    module, _, name = qualified.rpartition(".")
+    if module in ("builtins", "__builtin__"):
+        return name in FORBIDDEN_BUILTINS or name.startswith("_")
+    return module.split(".")[0] in FORBIDDEN_MODULES
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -83,7 +109,9 @@ def load_checkpoint(fpath: str, trusted: Optional[bool] = None) -> dict:
     Checkpoints written by upstream Dassl pickle the scheduler object and cannot be read that way;
     they raise :class:`LegacyCheckpointError` unless ``trusted=True`` (or the environment variable
     ``DASSL_TRUSTED_CHECKPOINTS=1``), which unpickles them with ``weights_only=False`` — only do that
-    for files from a source you trust, since unpickling can run arbitrary code.
+    for files from a source you trust, since unpickling can run arbitrary code. A file that is
+    empty, truncated or not a checkpoint at all raises :class:`CheckpointReadError` naming it and
+    the cause, never advice to lower the safety: no setting would make it readable.
     """
     if fpath is None:
         raise ValueError("File path is None")
@@ -91,9 +119,22 @@ def load_checkpoint(fpath: str, trusted: Optional[bool] = None) -> dict:
         raise FileNotFoundError(f'File is not found at "{fpath}"')
     if trusted is None:
         trusted = os.environ.get(TRUSTED_ENV, "") not in ("", "0")
+    problem = unreadable_reason(fpath)
+    if problem is not None:
+        raise CheckpointReadError(f'Checkpoint "{fpath}" cannot be read: {problem}')
     try:
         return torch.load(fpath, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        names = pickled_globals(fpath)
+        if names is None:
+            raise CheckpointReadError(f'Checkpoint "{fpath}" cannot be read: it is corrupt (not a '
+                                      "checkpoint written by torch.save)") from None
+        dangerous = sorted({name for name in names if forbidden(name)})
+        if dangerous:
+            raise LegacyCheckpointError(
+                f'Checkpoint "{fpath}" names {", ".join(dangerous)}, which runs code or touches the system: '
+                "it is not a checkpoint of Dassl or of this project and was not read. Never load it "
+                f"with {TRUSTED_ENV}=1 or trusted=True") from None
         if not trusted:
             raise LegacyCheckpointError(
                 f'Checkpoint "{fpath}" contains pickled Python objects (for example an LR scheduler saved '
@@ -101,8 +142,67 @@ def load_checkpoint(fpath: str, trusted: Optional[bool] = None) -> dict:
                 f"this file, load it with load_checkpoint(path, trusted=True) or set {TRUSTED_ENV}=1. "
                 f"Original error: {str(exc).splitlines()[0]}"
             ) from exc
+    except Exception as exc:  # noqa: BLE001 (any other failure of the reader: the bytes are damaged)
+        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        cause = ("it is corrupt (not a checkpoint written by torch.save)" if pickled_globals(fpath) is None
+                 else f"it is truncated or corrupt ({detail})")
+        raise CheckpointReadError(f'Checkpoint "{fpath}" cannot be read: {cause}') from None
     print(f'Loading trusted legacy checkpoint "{fpath}" with weights_only=False')
     return torch.load(fpath, map_location="cpu", weights_only=False)
+
+
+def unreadable_reason(fpath: str) -> Optional[str]:
+    """Why ``fpath`` cannot be a checkpoint, judged from its bytes alone (None: it may be one).
+
+    A zero-byte file and a zip archive (``torch.save``'s format) without its central directory are
+    what an interrupted copy or a full disk leave behind; they are told apart from a corrupt file
+    so that the message says what happened."""
+    size = os.path.getsize(fpath)
+    if size == 0:
+        return "it is empty (0 bytes; the save or a copy of it was interrupted)"
+    with open(fpath, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(fpath):
+        return f"it is truncated ({size} bytes, the end of the archive is missing)"
+    return None
+
+
+def pickled_globals(fpath: str) -> Optional[list[str]]:
+    """The Python names (``module.name``) that the checkpoint's pickle would import, or None when
+    the file holds no well-formed pickle at all (random bytes, a damaged archive).
+
+    Read with ``pickletools`` (nothing is executed), so a file can be diagnosed as *holding pickled
+    objects* (needs trust) rather than *corrupt* (needs a good copy)."""
+    try:
+        if zipfile.is_zipfile(fpath):
+            with zipfile.ZipFile(fpath) as archive:
+                inner = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                if not inner:
+                    return None
+                stream = io.BytesIO(archive.read(inner[0]))
+        else:
+            with open(fpath, "rb") as f:
+                stream = io.BytesIO(f.read())
+    except (OSError, zipfile.BadZipFile):
+        return None
+    found: list[str] = []
+    strings: list[str] = []
+    parsed = 0
+    # torch's legacy format is several pickles in a row followed by raw storage bytes: read the
+    # pickles until the first one that does not parse.
+    while stream.tell() < len(stream.getbuffer()):
+        try:
+            for opcode, arg, _pos in pickletools.genops(stream):
+                if opcode.name == "GLOBAL":
+                    found.append(str(arg).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+        except Exception:  # noqa: BLE001 (any parse failure means: not a pickle from here on)
+            break
+        parsed += 1
+    return found if parsed else None
 
 
 def capture_rng_state() -> dict:
@@ -174,7 +274,18 @@ def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, schedule
     """
     fpath = checkpoint_in_use(fdir)
     print(f'Loading checkpoint from "{fpath}"')
-    checkpoint = load_checkpoint(fpath)
+    return restore_checkpoint(load_checkpoint(fpath), fpath, model, optimizer, scheduler)
+
+
+def restore_checkpoint(checkpoint: dict, fpath: str, model: nn.Module, optimizer=None, scheduler=None) -> int:
+    """Copy a loaded checkpoint (read from ``fpath``) into ``model``, ``optimizer``, ``scheduler``
+    and the RNGs; return its epoch. Weights of other shapes raise ``CheckpointMismatchError``
+    naming the file and the first differing entries (before anything is changed)."""
+    mismatched = shape_differences(unwrap_model(model).state_dict(), checkpoint["state_dict"])
+    if mismatched:
+        raise CheckpointMismatchError(
+            f'Checkpoint "{fpath}" holds weights of other shapes than this model ({"; ".join(mismatched[:3])}): '
+            "it was written by a run with another model. Use another --output-dir for this run")
     unwrap_model(model).load_state_dict(checkpoint["state_dict"])
     print("Loaded model weights")
     if optimizer is not None and checkpoint.get("optimizer") is not None:
@@ -188,6 +299,13 @@ def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, schedule
     start_epoch = int(checkpoint["epoch"])
     print(f"Previous epoch: {start_epoch}")
     return start_epoch
+
+
+def shape_differences(expected: dict, stored: dict) -> list[str]:
+    """``"name: [stored shape] in the file, [expected shape] here"`` for the tensors whose shapes differ."""
+    stored = _strip_module_prefix(stored)
+    return [f"{k}: {list(stored[k].shape)} in the file, {list(v.shape)} here" for k, v in expected.items()
+            if k in stored and hasattr(stored[k], "shape") and tuple(stored[k].shape) != tuple(v.shape)]
 
 
 def load_pretrained_weights(model: nn.Module, weight_path: str) -> None:

@@ -11,32 +11,12 @@ from __future__ import annotations
 from typing import Sequence
 
 from dassl.config import ConfigError
+from dassl.engine.config_checks import check_choice, check_range, fail  # noqa: F401  (the trainers' helpers)
 
 from .backbone import known_layers
 from .context import clean_ctx_init
 from .precision import PRECISIONS
 from .text_inputs import count_tokens
-
-
-def fail(key: str, value, allowed: str) -> None:
-    """Raise the one-line error for ``key`` = ``value``."""
-    raise ConfigError(f"{key} = {value!r} is not allowed: {allowed}")
-
-
-def check_choice(node, prefix: str, name: str, choices: Sequence) -> None:
-    value = node[name]
-    if value not in choices:
-        fail(f"{prefix}.{name}", value, "choose one of " + ", ".join(repr(c) for c in choices))
-
-
-def check_range(node, prefix: str, name: str, low: float | None = None,
-                high: float | None = None) -> None:
-    """``low <= value <= high`` (either bound optional)."""
-    value = node[name]
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = (f"between {low} and {high}" if low is not None and high is not None
-                  else f">= {low}" if low is not None else f"<= {high}")
-        fail(f"{prefix}.{name}", value, f"it must be {bounds}")
 
 
 def check_precision(node, prefix: str) -> None:

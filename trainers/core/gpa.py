@@ -6,9 +6,11 @@ trainable parameter ``p``; ``load_into(module)`` copies the weighted sum, divide
 the epochs actually added (1 for a full run), into the parameters.
 
 ``GPAMixin`` makes that survive a resume for a Dassl trainer: every regular checkpoint
-``<dir>/prompt_learner/model.pth.tar-<e>`` gets a sibling ``gpa_state.pth.tar-<e>`` holding the
-accumulator after epoch ``e`` (written atomically), which ``resume_model_if_exist`` restores, so a
-resumed run aggregates exactly as an uninterrupted one.
+``<dir>/prompt_learner/model.pth.tar-<e>`` holds the accumulator after epoch ``e`` (key
+``gpa_state``, in the same atomically written file, so no kill can separate them), which
+``resume_model_if_exist`` restores, so a resumed run aggregates exactly as an uninterrupted one.
+Checkpoints of older versions kept it in a sibling ``gpa_state.pth.tar-<e>``, still read; a
+checkpoint with neither is skipped for the previous epoch's.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from dassl.utils.tools import atomic_write, mkdir_if_missing
+from dassl.utils import ResumeMismatchError, load_checkpoint
 
 GPA_MODEL_NAME = "prompt_learner"
 GPA_STATE_FILE = "gpa_state.pth.tar-{epoch}"
@@ -80,18 +82,12 @@ def restore_gpa(gpa: GaussianPromptAggregator, state: dict, path: str, device: t
     stored = state["weights"]
     if len(stored) != len(gpa.weights) or any(abs(a - b) > 1e-12
                                               for a, b in zip(stored, gpa.weights)):
-        raise ValueError(f"{path} was written with another GPA schedule (OPTIM.MAX_EPOCH, "
+        raise ResumeMismatchError(f"{path} was written with another GPA schedule (OPTIM.MAX_EPOCH, "
                          f"{node_key}.GPA_MEAN or GPA_STD differ from this run); resume "
                          "with the original values or train from scratch in a new output dir")
     gpa.weights = list(stored)
     gpa.epochs_added = list(state["epochs_added"])
     gpa.sum = {k: v.to(device) for k, v in state["sum"].items()}
-
-
-def save_atomic(obj, path: str) -> None:
-    """``torch.save(obj, path)`` through a temporary file and ``os.replace``."""
-    mkdir_if_missing(os.path.dirname(os.path.abspath(path)))
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 class GPAMixin:
@@ -101,8 +97,8 @@ class GPAMixin:
     ``build_model`` call ``build_gpa(node, "TRAINER.<NAME>")`` (``node`` holds ``GPA``,
     ``GPA_MEAN``, ``GPA_STD``; the key is named in errors); after the optimizer and LR-scheduler
     steps of the last batch of every epoch, ``aggregate(epoch)`` (1-based epoch) must run:
-    ``PromptTrainer.finish_step`` calls it through the ``epoch_trained`` hook. The mixin writes the
-    accumulator beside every regular checkpoint and restores it on resume; with
+    ``PromptTrainer.finish_step`` calls it through the ``epoch_trained`` hook. The mixin stores the
+    accumulator in every checkpoint of the prompt learner and restores it on resume; with
     ``GPA`` False all of this is a no-op.
     """
 
@@ -131,24 +127,33 @@ class GPAMixin:
         self.aggregate(epoch)
         super().epoch_trained(epoch)
 
-    def save_model(self, epoch: int, directory: str, is_best: bool = False, val_result=None,
-                   model_name: str = "") -> None:
-        super().save_model(epoch, directory, is_best, val_result, model_name)
-        if self.gpa is not None and not model_name:
-            path = os.path.join(directory, GPA_MODEL_NAME, GPA_STATE_FILE.format(epoch=epoch + 1))
-            save_atomic(gpa_state(self.gpa), path)
+    def checkpoint_state(self, name: str) -> dict:
+        """The accumulator rides in the prompt learner's checkpoint itself, so a checkpoint is
+        never on disk without the GPA state of its epoch."""
+        state = super().checkpoint_state(name)
+        if self.gpa is not None and name == GPA_MODEL_NAME:
+            state["gpa_state"] = gpa_state(self.gpa)
+        return state
 
-    def resume_model_if_exist(self, directory: str) -> int:
-        start_epoch = super().resume_model_if_exist(directory)
-        if self.gpa is None or start_epoch == 0 or start_epoch >= self.max_epoch:
-            return start_epoch
-        path = os.path.join(directory, GPA_MODEL_NAME, GPA_STATE_FILE.format(epoch=start_epoch))
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"{path} is missing: the GPA accumulator of epoch {start_epoch} cannot be "
-                "restored, so resuming would aggregate only the remaining epochs. Train from "
-                f"scratch in a new output dir, or resume with {self.gpa_node_key}.GPA False")
-        restore_gpa(self.gpa, torch.load(path, map_location="cpu", weights_only=True), path,
-                    self.device, self.gpa_node_key)
+    def _stored_gpa(self, path: str, checkpoint: dict) -> Optional[dict]:
+        """The GPA state of ``checkpoint``: inside it, or (checkpoints of older versions) in the
+        sibling ``gpa_state.pth.tar-<e>``; None when neither exists."""
+        if "gpa_state" in checkpoint:
+            return checkpoint["gpa_state"]
+        legacy = os.path.join(os.path.dirname(path), GPA_STATE_FILE.format(epoch=checkpoint["epoch"]))
+        return load_checkpoint(legacy) if os.path.isfile(legacy) else None
+
+    def _needs_gpa(self, name: str, checkpoint: dict) -> bool:
+        return self.gpa is not None and name == GPA_MODEL_NAME and int(checkpoint["epoch"]) < self.max_epoch
+
+    def checkpoint_problem(self, name: str, path: str, checkpoint: dict) -> Optional[str]:
+        if self._needs_gpa(name, checkpoint) and self._stored_gpa(path, checkpoint) is None:
+            return "has no GPA state (its save was interrupted before the GPA state was written)"
+        return super().checkpoint_problem(name, path, checkpoint)
+
+    def restore_checkpoint_state(self, name: str, path: str, checkpoint: dict) -> None:
+        super().restore_checkpoint_state(name, path, checkpoint)
+        if not self._needs_gpa(name, checkpoint):
+            return
+        restore_gpa(self.gpa, self._stored_gpa(path, checkpoint), path, self.device, self.gpa_node_key)
         print(f'GPA: restored the accumulator of epochs {self.gpa.epochs_added} from "{path}"')
-        return start_epoch

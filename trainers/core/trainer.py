@@ -125,6 +125,15 @@ class PromptTrainer(TrainerX):
         print(f"Note: the config has no TRAINER.{cls.config_node}.{{{', '.join(missing)}}}: using the defaults "
               f"({', '.join(f'{k}={defaults[k]!r}' for k in missing)})")
 
+    def default_cfg(self):
+        """Dassl's defaults plus every registered trainer's keys, as ``train.py`` builds the
+        config (the reference for keys a checkpoint of an older version lacks)."""
+        import trainers
+
+        cfg = super().default_cfg()
+        trainers.extend_cfg(cfg)
+        return cfg
+
     @property
     def node(self):
         """``cfg.TRAINER.<config_node>``: this method's config keys."""
