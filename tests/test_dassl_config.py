@@ -66,9 +66,32 @@ def test_opts_rules():
     with pytest.raises(ConfigError, match="Non-existent config key: FOO.BAR"):
         cfg.merge_from_list(["FOO.BAR", "1"])
     with pytest.raises(ConfigError, match="OPTIM.LR"):
-        cfg.merge_from_list(["OPTIM.LR", "1"])
+        cfg.merge_from_list(["OPTIM.LR", "fast"])
     with pytest.raises(ConfigError, match="odd length"):
         cfg.merge_from_list(["OPTIM.LR"])
+
+
+def test_int_for_float_and_integral_float_for_int_are_converted(tmp_path):
+    """Upstream declares some float settings as ints and writes values either way: both load,
+    converted to the default's type; a fractional value for an int and a bool stay errors."""
+    cfg = get_cfg_default()
+    cfg.TRAINER.X = PlainCN()
+    cfg.TRAINER.X.WEIGHT = 25.0         # our style
+    cfg.TRAINER.X.MEAN = 15             # upstream train.py style
+    path = tmp_path / "x.yaml"
+    path.write_text("TRAINER:\n  X:\n    WEIGHT: 10\n    MEAN: 30.0\n")
+    cfg.merge_from_file(str(path))
+    assert cfg.TRAINER.X.WEIGHT == 10.0 and type(cfg.TRAINER.X.WEIGHT) is float
+    assert cfg.TRAINER.X.MEAN == 30 and type(cfg.TRAINER.X.MEAN) is int
+    cfg.merge_from_list(["TRAINER.X.WEIGHT", "5", "TRAINER.X.MEAN", "45.0", "OPTIM.LR", "1"])
+    assert type(cfg.TRAINER.X.WEIGHT) is float and type(cfg.TRAINER.X.MEAN) is int
+    assert cfg.OPTIM.LR == 1.0 and type(cfg.OPTIM.LR) is float
+    with pytest.raises(ConfigError, match=r"TRAINER\.X\.MEAN .*got 2\.5 \(float\)"):
+        cfg.merge_from_list(["TRAINER.X.MEAN", "2.5"])
+    with pytest.raises(ConfigError, match=r"OPTIM\.LR .*got True \(bool\)"):
+        cfg.merge_from_list(["OPTIM.LR", "True"])
+    with pytest.raises(ConfigError, match=r"OPTIM\.MAX_EPOCH .*got False \(bool\)"):
+        cfg.merge_from_list(["OPTIM.MAX_EPOCH", "False"])
 
 
 def test_trainer_node_added_with_plain_yacs_merges(tmp_path):

@@ -2,7 +2,12 @@
 
 Semantics follow yacs: string values go through ``ast.literal_eval`` when they parse, a value
 must keep the type of the default (list and tuple convert into each other, ``None`` on either side
-is accepted) and unknown keys are refused. Nested nodes are matched with ``isinstance``, so a node
+is accepted) and unknown keys are refused. One relaxation: an int is accepted where the default is
+a float, and a float with an integral value (``25.0``) where the default is an int, converted to
+the default's type. Upstream ``train.py`` files declare some float settings as ints
+(PromptSRC's ``TEXT_LOSS_WEIGHT = 25``) and their configs and scripts write them either way
+(``GPA_MEAN 45``), so both spellings must load whichever side declared the default. ``True`` and
+``False`` stay booleans (never 1 / 0), and ``2.5`` for an int default is still an error. Nested nodes are matched with ``isinstance``, so a node
 that a trainer adds with a plain ``yacs.config.CfgNode`` merges like any other.
 
 A YAML file may start from another one with a top-level ``_BASE_: path`` (or a list of paths,
@@ -39,6 +44,10 @@ def _coerce(value: Any, original: Any, full_key: str, source: str) -> Any:
             return value
     if isinstance(value, (list, tuple)) and isinstance(original, (list, tuple)):
         return type(original)(value)
+    if type(original) is float and type(value) is int:
+        return float(value)
+    if type(original) is int and type(value) is float and value.is_integer():
+        return int(value)
     raise ConfigError(
         f"Type mismatch for config key {full_key} in {source}: the default {original!r} is "
         f"{type(original).__name__} but got {value!r} ({type(value).__name__}); "
