@@ -4,8 +4,8 @@ Importing this package imports every module of the folder, in alphabetical order
 its trainer in ``dassl.engine.TRAINER_REGISTRY`` under its class name), then the user's method
 files named by the environment variable ``MMLOP_TRAINERS`` (paths of ``.py`` files or of folders
 of them, separated by ``os.pathsep``, imported in that order), so a new method is one file, here or
-anywhere (docs/ADDING_A_METHOD.md). ``extend_cfg`` adds the ``TRAINER.<NODE>`` keys of every
-registered trainer.
+anywhere (docs/ADDING_A_METHOD.md). Each trainer's ``add_config`` declares its ``TRAINER.<NODE>``
+keys, which ``dassl.config.get_cfg_default()`` adds (``dassl.engine.build.add_trainer_configs``).
 
 **Two trainers under one name.** A user's file may register a name this project already uses,
 e.g. upstream CoOp's ``trainers/coop.py`` saved as ``trainers/coop_upstream.py`` or named in
@@ -25,7 +25,8 @@ ways out. To choose, set ``MMLOP_TRAINER_OVERRIDES`` (comma-separated entries):
 An override prints one line (stderr) naming the file that provides the name. The config keys of
 the replaced trainer (``TRAINER.COOP``: upstream's keys plus ours) are still added when the winning
 class defines none (upstream's trainer files leave that to upstream's ``train.py``), so upstream
-config files load. ``TRAINER_REGISTRY.overridden(name)`` lists what was set aside and
+config files load; a conflicting name keeps its node too, so using it gives the clash message
+rather than an unknown-key error. ``TRAINER_REGISTRY.overridden(name)`` lists what was set aside and
 ``TRAINER_REGISTRY.conflicts()`` the unresolved names.
 """
 import importlib
@@ -36,6 +37,7 @@ import sys
 from typing import Optional
 
 from dassl.engine import TRAINER_REGISTRY
+from dassl.engine.build import add_trainer_configs
 from dassl.utils.registry import Origin, same_file
 
 USER_TRAINERS_ENV = "MMLOP_TRAINERS"
@@ -157,20 +159,7 @@ _check_overrides(_OVERRIDES)
 _report(_OVERRIDES)
 
 
-def _config_hook(name: str):
-    """``add_config`` of the trainer registered as ``name``, else of the ones it replaced."""
-    candidates = [TRAINER_REGISTRY.get(name)] + [obj for obj, _ in TRAINER_REGISTRY.overridden(name)]
-    for cls in candidates:
-        add_config = getattr(cls, "add_config", None)
-        if add_config is not None:
-            return add_config
-    return None
-
-
 def extend_cfg(cfg) -> None:
-    """Add the config node of every usable registered trainer that defines ``add_config`` (for an
-    overridden name without one: the node of the trainer it replaced)."""
-    for name in TRAINER_REGISTRY.registered_names():
-        add_config = _config_hook(name)
-        if add_config is not None:
-            add_config(cfg)
+    """Add every registered trainer's ``TRAINER.<NODE>`` keys (``get_cfg_default`` already
+    does; kept for code written against the upstream ``extend_cfg(cfg)`` call)."""
+    add_trainer_configs(cfg)

@@ -19,6 +19,7 @@ met inside a base name the base file; a missing base, a cycle or a bad ``_BASE_`
 """
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any, Iterable
 
@@ -53,6 +54,20 @@ def _coerce(value: Any, original: Any, full_key: str, source: str) -> Any:
         f"{type(original).__name__} but got {value!r} ({type(value).__name__}); "
         f"write the value as a {type(original).__name__}"
     )
+
+
+def _unknown_key(full_key: str, source: str, missing: str) -> ConfigError:
+    """The error for ``full_key``, whose part ``missing`` the config lacks; for a whole missing
+    ``TRAINER.<NODE>``, how such a node comes to exist (a trainer file from an upstream repository
+    declares none)."""
+    message = f"Non-existent config key: {full_key} (in {source})"
+    parts = missing.split(".")
+    if parts[0] == "TRAINER" and len(parts) == 2:
+        message += (f". No registered trainer declares the node {missing}: an upstream trainer "
+                    "file leaves its keys to its repository's train.py (extend_cfg), so run it "
+                    "with that train.py, or give its trainer class an add_config(cfg) class "
+                    "method that defines them (docs/UPSTREAM.md)")
+    return ConfigError(message)
 
 
 def _load_yaml_mapping(cfg_filename: str) -> dict:
@@ -118,7 +133,7 @@ class CfgNode(_YacsCfgNode):
             parts = str(full_key).split(".")
             for depth, part in enumerate(parts):
                 if not isinstance(node, _YacsCfgNode) or part not in node:
-                    raise ConfigError(f"Non-existent config key: {full_key} (in {source})")
+                    raise _unknown_key(full_key, source, ".".join(parts[:depth + 1]))
                 if depth < len(parts) - 1:
                     node = node[part]
             value = self._decode_cfg_value(raw)
@@ -133,7 +148,7 @@ class CfgNode(_YacsCfgNode):
                 if target.is_new_allowed():
                     target[key] = self._decode_cfg_value(raw)
                     continue
-                raise ConfigError(f"Non-existent config key: {full_key} (in {source})")
+                raise _unknown_key(full_key, source, full_key)
             original = target[key]
             if isinstance(original, _YacsCfgNode):
                 if not isinstance(raw, dict):
@@ -144,3 +159,27 @@ class CfgNode(_YacsCfgNode):
                 continue
             value = self._decode_cfg_value(raw)
             target[key] = _coerce(value, original, full_key, source)
+
+
+class TrainerNodes(CfgNode):
+    """``cfg.TRAINER``: a node that remembers the trainer nodes contributed by the registered
+    trainers (``remember_contributed``, called by ``get_cfg_default``). A node assigned anew
+    under one of those names (an upstream ``extend_cfg`` does ``cfg.TRAINER.COOP = CN()`` and
+    then sets upstream's keys) is given the remembered keys it lacks, with their default values,
+    at once; the values it sets afterwards win. Our YAML files and overrides then merge under an
+    upstream ``train.py``, and upstream's own defaults stay upstream's."""
+
+    _CONTRIBUTED = "__contributed__"
+
+    def remember_contributed(self) -> None:
+        """Remember the trainer nodes held now as the contributed ones."""
+        self.__dict__[self._CONTRIBUTED] = {k: copy.deepcopy(v) for k, v in self.items()
+                                            if isinstance(v, _YacsCfgNode)}
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        contributed = self.__dict__.get(self._CONTRIBUTED, {}).get(key)
+        if contributed is not None and isinstance(value, _YacsCfgNode) and not value.is_frozen():
+            for name, default in contributed.items():
+                if name not in value:
+                    dict.__setitem__(value, name, copy.deepcopy(default))
+        super().__setitem__(key, value)
