@@ -11,7 +11,7 @@ def get_cfg_default() -> CfgNode:
     overrides that use any of our trainers' keys. ``cfg.TRAINER`` remembers these nodes: a node
     that ``extend_cfg`` assigns anew (``cfg.TRAINER.COOP = CN()``) keeps the keys it does not set
     (``config_node.TrainerNodes``)."""
-    from dassl.engine.build import add_trainer_configs   # here: importing the engine imports torch
+    from dassl.engine.build import add_trainer_configs  # imported here: the engine imports torch
 
     cfg = cfg_default.clone()
     add_trainer_configs(cfg)

@@ -7,8 +7,9 @@ a float, and a float with an integral value (``25.0``) where the default is an i
 the default's type. Upstream ``train.py`` files declare some float settings as ints
 (PromptSRC's ``TEXT_LOSS_WEIGHT = 25``) and their configs and scripts write them either way
 (``GPA_MEAN 45``), so both spellings must load whichever side declared the default. ``True`` and
-``False`` stay booleans (never 1 / 0), and ``2.5`` for an int default is still an error. Nested nodes are matched with ``isinstance``, so a node
-that a trainer adds with a plain ``yacs.config.CfgNode`` merges like any other.
+``False`` stay booleans (never 1 / 0), and ``2.5`` for an int default is still an error. Nested
+nodes are matched with ``isinstance``, so a node that a trainer adds with a plain
+``yacs.config.CfgNode`` merges like any other.
 
 A YAML file may start from another one with a top-level ``_BASE_: path`` (or a list of paths,
 merged in order), so that each variant file states only what differs from its base. A relative
