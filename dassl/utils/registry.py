@@ -150,6 +150,15 @@ class Registry:
         finally:
             self._defer_depth -= 1
 
+    def prefer(self, name: str, obj: Any) -> None:
+        """Make ``obj``, one of the registrations an override set aside for ``name``, the
+        registered one (the current one is set aside in its place)."""
+        lost = self._overridden.get(name, [])
+        index = next(i for i, (o, _) in enumerate(lost) if o is obj)
+        _, origin = lost.pop(index)
+        lost.append((self._obj_map[name], self._origins[name]))
+        self._obj_map[name], self._origins[name] = obj, origin
+
     def mark_conflict(self, name: str, note: str) -> None:
         """Make ``name`` unusable: ``get(name)`` raises ``DuplicateRegistrationError(note)``."""
         self._conflicts.setdefault(name, [])
