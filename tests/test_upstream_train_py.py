@@ -440,3 +440,21 @@ def test_a_replaced_trainer_file_without_keys_says_how_to_get_its_node(repo_copy
     first = r.stderr.strip().splitlines()[-1]
     assert first.startswith("error: Non-existent config key: TRAINER.COOP.N_CTX")
     assert "run it with that train.py" in first and "add_config(cfg)" in first
+
+
+def test_promptsrc_template_list_kept_by_replacing_imagenet_templates(repo_copy):
+    """Ours exports CLIP's 80 templates as ``IMAGENET_TEMPLATES``; PromptSRC's file of that name
+    (60 templates) put in its place is what an upstream file then imports, and none of our
+    trainers reads it (PromptSRC's anchors stay our 60-template list)."""
+    probe = ("import json, trainers, trainers.imagenet_templates as t, trainers.promptsrc as p; "
+             "print(json.dumps([len(t.IMAGENET_TEMPLATES), len(p.IMAGENET_TEMPLATES_60), "
+             "p.IMAGENET_TEMPLATES_60[1]]))")
+    import json
+
+    r = _run(repo_copy, ["-c", probe])
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == [80, 60, "a bad photo of a {}."]
+    (repo_copy / "trainers" / "imagenet_templates.py").write_text(
+        "IMAGENET_TEMPLATES = ['itap of a {}.'] * 60\n")
+    r = _run(repo_copy, ["-c", probe])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == [60, 60, "a bad photo of a {}."]
