@@ -299,8 +299,8 @@ def test_upstream_layout_train_py_runs_our_trainer(tiny_setup, trainer):
         assert "Finish training" in log
     key, value = override[-2:]
     node, name = key.split(".")[1:]
-    assert re.search(rf"^  {name}: {re.escape(value)}(\.0)?$", log.split(f"  {node}:\n", 1)[1],
-                     flags=re.M), (node, name)
+    block = re.split(r"\n  (?=\S)", log.split(f"\n  {node}:\n", 1)[1], maxsplit=1)[0]
+    assert re.search(rf"^    {name}: {re.escape(value)}(\.0)?$", block, flags=re.M), (node, block)
 
 
 # ------------------------------------------------------------- weights files through clip._MODELS
