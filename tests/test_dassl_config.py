@@ -94,6 +94,25 @@ def test_int_for_float_and_integral_float_for_int_are_converted(tmp_path):
         cfg.merge_from_list(["OPTIM.MAX_EPOCH", "False"])
 
 
+def test_an_upstream_extend_cfg_keeps_our_keys_and_their_types(tmp_path):
+    """A trainer node assigned anew (upstream's ``extend_cfg``) keeps the registered trainer's
+    other keys; a value that fits either declaration's type merges."""
+    import trainers  # noqa: F401  (registers the trainers, whose nodes get_cfg_default adds)
+
+    cfg = get_cfg_default()
+    cfg.TRAINER.PROMPTSRC = PlainCN()
+    cfg.TRAINER.PROMPTSRC.GPA_MEAN = 15            # upstream's int default
+    assert cfg.TRAINER.PROMPTSRC.GPA_MEAN == 15 and cfg.TRAINER.PROMPTSRC.KL_LOSS_WEIGHT == 1.0
+    path = tmp_path / "p.yaml"
+    path.write_text("TRAINER:\n  PROMPTSRC:\n    GPA_MEAN: 7.5\n    GPA: False\n")
+    cfg.merge_from_file(str(path))
+    assert cfg.TRAINER.PROMPTSRC.GPA_MEAN == 7.5 and cfg.TRAINER.PROMPTSRC.GPA is False
+    with pytest.raises(ConfigError, match="TRAINER.PROMPTSRC.GPA_MEAN"):
+        cfg.merge_from_list(["TRAINER.PROMPTSRC.GPA_MEAN", "'late'"])
+    with pytest.raises(ConfigError, match=r"Non-existent config key: TRAINER\.PROMPTSRC\.NOPE"):
+        cfg.merge_from_list(["TRAINER.PROMPTSRC.NOPE", "1"])
+
+
 def test_trainer_node_added_with_plain_yacs_merges(tmp_path):
     cfg = get_cfg_default()
     cfg.TRAINER.COOP = PlainCN()

@@ -138,8 +138,24 @@ class CfgNode(_YacsCfgNode):
                 if depth < len(parts) - 1:
                     node = node[part]
             value = self._decode_cfg_value(raw)
-            value = _coerce(value, node[parts[-1]], full_key, source)
+            value = self._coerce_declared(value, node[parts[-1]], full_key, source)
             node[parts[-1]] = value
+
+    def _coerce_declared(self, value: Any, original: Any, full_key: str, source: str) -> Any:
+        """``_coerce`` against the current value; for a ``TRAINER.<NODE>.<KEY>`` that an upstream
+        ``extend_cfg`` redeclared, a value that fits our trainer's default is accepted too (its
+        ``GPA_MEAN = 15`` is an int, our configs may say 7.5)."""
+        try:
+            return _coerce(value, original, full_key, source)
+        except ConfigError:
+            parts = full_key.split(".")
+            trainer_nodes = self.get("TRAINER")
+            if len(parts) != 3 or parts[0] != "TRAINER" or not isinstance(trainer_nodes, TrainerNodes):
+                raise
+            declared = trainer_nodes.contributed_default(parts[1], parts[2])
+            if declared is None:
+                raise
+            return _coerce(value, declared, full_key, source)
 
     def _merge_mapping(self, mapping: Any, key_list: list[str], source: str, target: Any = None) -> None:
         target = self if target is None else target
@@ -159,7 +175,7 @@ class CfgNode(_YacsCfgNode):
                 self._merge_mapping(raw, key_list + [str(key)], source, original)
                 continue
             value = self._decode_cfg_value(raw)
-            target[key] = _coerce(value, original, full_key, source)
+            target[key] = self._coerce_declared(value, original, full_key, source)
 
 
 class TrainerNodes(CfgNode):
@@ -176,6 +192,11 @@ class TrainerNodes(CfgNode):
         """Remember the trainer nodes held now as the contributed ones."""
         self.__dict__[self._CONTRIBUTED] = {k: copy.deepcopy(v) for k, v in self.items()
                                             if isinstance(v, _YacsCfgNode)}
+
+    def contributed_default(self, node: str, key: str) -> Any:
+        """The default our trainer declared for ``TRAINER.<node>.<key>`` (None if none)."""
+        declared = self.__dict__.get(self._CONTRIBUTED, {}).get(node)
+        return None if declared is None else declared.get(key)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         contributed = self.__dict__.get(self._CONTRIBUTED, {}).get(key)
