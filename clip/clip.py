@@ -38,8 +38,24 @@ from .simple_tokenizer import SimpleTokenizer
 __all__ = ["available_models", "load", "tokenize", "build_model", "load_state_dict",
            "default_cache_dir", "token_count", "is_open_clip_name"]
 
+
+
+class _ModelURLs(dict):
+    """OpenAI's model names -> their URLs. Upstream trainer files resolve
+    ``MODEL.BACKBONE.NAME`` as ``clip._download(clip._MODELS[name])``; so that they load a local
+    weights file too (an offline cluster, a file placed in the cache by hand), looking up the path
+    of an existing file gives that path, which ``_download`` returns as it is. ``name in _MODELS``
+    and ``available_models()`` still list only the names."""
+
+    def __missing__(self, key):
+        if isinstance(key, str) and os.path.isfile(os.path.expanduser(key)):
+            return os.path.expanduser(key)
+        raise KeyError(f"Model {key!r} not found; available models = {list(self)}, or the path of "
+                       "an existing model file")
+
+
 _BASE = "https://openaipublic.azureedge.net/clip/models"
-_MODELS = {
+_MODELS = _ModelURLs({
     "RN50": f"{_BASE}/afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt",
     "RN101": f"{_BASE}/8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599/RN101.pt",
     "RN50x4": f"{_BASE}/7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd/RN50x4.pt",
@@ -49,7 +65,7 @@ _MODELS = {
     "ViT-B/16": f"{_BASE}/5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
     "ViT-L/14": f"{_BASE}/b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
     "ViT-L/14@336px": f"{_BASE}/3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt",
-}
+})
 del _BASE
 
 CACHE_ENV_VAR = "CLIP_CACHE_DIR"
@@ -90,7 +106,12 @@ def _download(url: str, root: str | None = None) -> str:
     The expected SHA-256 is the second-to-last component of the URL path. The transfer is written
     to a temporary file in the same folder and moved into place only once complete and verified;
     any failure removes it and raises ``RuntimeError`` saying how to recover.
+
+    ``url`` may also be the path of an existing local file (what ``_MODELS[path]`` gives): it is
+    returned as it is, whatever ``root``, and nothing is downloaded or verified.
     """
+    if "://" not in url and os.path.isfile(os.path.expanduser(url)):
+        return os.path.expanduser(url)
     root = os.path.expanduser(root) if root else default_cache_dir()
     os.makedirs(root, exist_ok=True)
     url_path = urllib.parse.urlparse(url).path

@@ -17,6 +17,7 @@ from trainers.ivlp import IVLPCLIP, IVLPSettings
 from trainers.maple import MaPLeCLIP
 from trainers.mmlop import MMLoPCLIP, MMLoPSettings
 from trainers.promptsrc import PromptSRCCLIP
+from trainers.vpt import VPTCLIP
 
 TINY = dict(vision_layers=3, transformer_layers=3, vision_width=64, transformer_width=48,
             transformer_heads=2, image_resolution=32, vision_patch_size=8, embed_dim=32)
@@ -150,6 +151,31 @@ def test_maple_vision_rows_are_the_coupled_text_prompts(tiny, images):
     assert grads[0].abs().sum() > 0
 
 
+def test_vpt_is_ivlp_vision_prompts_against_fixed_zero_shot_text(tiny, images):
+    """VPT's logits: the frozen features of "a photo of a <class>." against the image features
+    with IVLP's vision prompts; only the vision prompts get gradients."""
+    torch.manual_seed(3)
+    vpt = VPTCLIP(tiny, CLASSES, n_ctx=3, depth=2)
+    ivlp = IVLPCLIP(tiny, CLASSES, IVLPSettings(n_ctx_text=4, n_ctx_vision=3, depth_text=1,
+                                                depth_vision=2))
+    _randomize(vpt.prompt_learner, 7)
+    with torch.no_grad():
+        for mine, theirs in zip(vpt.prompt_learner.ctx_vision, ivlp.prompt_learner.ctx_vision):
+            theirs.copy_(mine)
+    zero_shot = clip.tokenize([f"a photo of a {c.replace('_', ' ')}." for c in CLASSES])
+    with torch.no_grad():
+        text = F.normalize(tiny.encode_text(zero_shot).float(), dim=-1)
+    image = ivlp.image_features(images, list(ivlp.prompt_learner.ctx_vision))
+    logits = vpt(images)
+    torch.testing.assert_close(logits, vpt.logit_scale * image @ text.t(), rtol=1e-5, atol=1e-4)
+    F.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vpt.prompt_learner.parameters())
+    assert [n for n, p in vpt.named_parameters() if p.requires_grad] == ["prompt_learner.ctx_vision.0",
+                                                                           "prompt_learner.ctx_vision.1"]
+    with pytest.raises(ValueError, match=r"TRAINER.VPT.PROMPT_DEPTH_VISION must be in 1..3 for this backbone, got 4"):
+        VPTCLIP(tiny, CLASSES, n_ctx=2, depth=4)
+
+
 def test_maple_rejects_depths_beyond_the_backbone(tiny):
     with pytest.raises(ValueError, match=r"TRAINER.MAPLE.PROMPT_DEPTH must be in 1..3"):
         MaPLeCLIP(tiny, CLASSES, depth=4)
@@ -230,13 +256,15 @@ def _build(name, clip_model, precision):
         return MaPLeCLIP(clip_model, CLASSES, depth=2, precision=precision)
     if name == "CoCoOp":
         return CoCoOpCLIP(clip_model, CLASSES, ctx_init="a photo of a", precision=precision)
+    if name == "VPT":
+        return VPTCLIP(clip_model, CLASSES, n_ctx=2, depth=2, precision=precision)
     return PromptSRCCLIP(clip_model, CLASSES, IVLPSettings(n_ctx_text=4, n_ctx_vision=4,
                                                            depth_text=2, depth_vision=2),
                          precision)
 
 
 @pytest.mark.parametrize("prec", list(HALF))
-@pytest.mark.parametrize("name", ["IVLP", "MaPLe", "CoCoOp", "PromptSRC"])
+@pytest.mark.parametrize("name", ["IVLP", "MaPLe", "CoCoOp", "PromptSRC", "VPT"])
 def test_half_precision_backbones_keep_fp32_prompts(name, prec, images):
     """The core's precision handling (run on CPU here with CPU half kernels; on CUDA the
     trainers pick the same ``Precision`` from ``PREC``): fp32 prompts and gradients, fp32 logits

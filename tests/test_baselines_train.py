@@ -189,6 +189,8 @@ SCRIPT_CASES = {
                    "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "2"],
                   2 * (4 * TEXT_W + 4 * VISION_W),
                   {"ctx_text.0", "ctx_text.1", "ctx_vision.0", "ctx_vision.1"}),
+    "VPT": ("vit_b16_c2_ep5_batch4_4", ["TRAINER.VPT.PROMPT_DEPTH_VISION", "2"], 2 * 8 * VISION_W,
+            {"ctx_vision.0", "ctx_vision.1"}),
     "CoCoOp": ("vit_b16_c4_ep10_batch1_ctxv1", ["MODEL.BACKBONE.NAME", "shallow"],
                4 * TEXT_W + (EMBED * (EMBED // 16) + EMBED // 16) + (EMBED // 16 * TEXT_W + TEXT_W),
                {"ctx", "meta_net.linear1.weight", "meta_net.linear1.bias",

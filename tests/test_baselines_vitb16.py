@@ -10,6 +10,7 @@ from trainers.cocoop import CoCoOpCLIP
 from trainers.ivlp import IVLPCLIP, IVLPSettings
 from trainers.maple import MaPLeCLIP
 from trainers.promptsrc import PromptSRCCLIP
+from trainers.vpt import VPTCLIP
 
 CLASSES = ["red circle", "blue square"]
 
@@ -35,6 +36,13 @@ def test_promptsrc_count(vit_b16, depth, expected):
     model = PromptSRCCLIP(vit_b16, ["red circle"], settings)     # one class: 60 anchor texts
     assert _n_trainable(model) == expected
     assert model.text_anchors.shape == (1, 512)
+
+
+def test_vpt_count_and_fixed_text(vit_b16):
+    model = VPTCLIP(vit_b16, CLASSES, n_ctx=8, depth=12)              # the MaPLe repo's config
+    assert _n_trainable(model) == 73_728
+    assert [tuple(p.shape) for p in model.prompt_learner.parameters()] == [(8, 768)] * 12
+    assert model.text_anchors.shape == (2, 512) and not model.text_anchors.requires_grad
 
 
 def test_maple_count_and_couplings(vit_b16):

@@ -6,7 +6,7 @@ import os
 import pytest
 from yacs.config import CfgNode as PlainCN
 
-from dassl.config import ConfigError, get_cfg_default
+from dassl.config import ConfigError, cfg_default, get_cfg_default
 
 
 def test_defaults_hold_dassl_values_and_coop_addition():
@@ -20,7 +20,7 @@ def test_defaults_hold_dassl_values_and_coop_addition():
     assert cfg.TEST.FINAL_MODEL == "last_step" and cfg.TEST.EVALUATOR == "Classification"
     assert cfg.TRAIN.CHECKPOINT_FREQ == 0 and cfg.TRAIN.PRINT_FREQ == 10
     assert cfg.DATASET.SUBSAMPLE_CLASSES == "all" and cfg.DATASET.NUM_SHOTS == -1
-    assert list(cfg.TRAINER.keys()) == ["NAME"]
+    assert list(cfg_default.TRAINER.keys()) == ["NAME"]       # trainers add their nodes
     cfg.OPTIM.LR = 1.0
     assert get_cfg_default().OPTIM.LR == 0.0003
 
@@ -66,9 +66,51 @@ def test_opts_rules():
     with pytest.raises(ConfigError, match="Non-existent config key: FOO.BAR"):
         cfg.merge_from_list(["FOO.BAR", "1"])
     with pytest.raises(ConfigError, match="OPTIM.LR"):
-        cfg.merge_from_list(["OPTIM.LR", "1"])
+        cfg.merge_from_list(["OPTIM.LR", "fast"])
     with pytest.raises(ConfigError, match="odd length"):
         cfg.merge_from_list(["OPTIM.LR"])
+
+
+def test_int_for_float_and_integral_float_for_int_are_converted(tmp_path):
+    """Upstream declares some float settings as ints and writes values either way: both load,
+    converted to the default's type; a fractional value for an int and a bool stay errors."""
+    cfg = get_cfg_default()
+    cfg.TRAINER.X = PlainCN()
+    cfg.TRAINER.X.WEIGHT = 25.0         # our style
+    cfg.TRAINER.X.MEAN = 15             # upstream train.py style
+    path = tmp_path / "x.yaml"
+    path.write_text("TRAINER:\n  X:\n    WEIGHT: 10\n    MEAN: 30.0\n")
+    cfg.merge_from_file(str(path))
+    assert cfg.TRAINER.X.WEIGHT == 10.0 and type(cfg.TRAINER.X.WEIGHT) is float
+    assert cfg.TRAINER.X.MEAN == 30 and type(cfg.TRAINER.X.MEAN) is int
+    cfg.merge_from_list(["TRAINER.X.WEIGHT", "5", "TRAINER.X.MEAN", "45.0", "OPTIM.LR", "1"])
+    assert type(cfg.TRAINER.X.WEIGHT) is float and type(cfg.TRAINER.X.MEAN) is int
+    assert cfg.OPTIM.LR == 1.0 and type(cfg.OPTIM.LR) is float
+    with pytest.raises(ConfigError, match=r"TRAINER\.X\.MEAN .*got 2\.5 \(float\)"):
+        cfg.merge_from_list(["TRAINER.X.MEAN", "2.5"])
+    with pytest.raises(ConfigError, match=r"OPTIM\.LR .*got True \(bool\)"):
+        cfg.merge_from_list(["OPTIM.LR", "True"])
+    with pytest.raises(ConfigError, match=r"OPTIM\.MAX_EPOCH .*got False \(bool\)"):
+        cfg.merge_from_list(["OPTIM.MAX_EPOCH", "False"])
+
+
+def test_an_upstream_extend_cfg_keeps_our_keys_and_their_types(tmp_path):
+    """A trainer node assigned anew (upstream's ``extend_cfg``) keeps the registered trainer's
+    other keys; a value that fits either declaration's type merges."""
+    import trainers  # noqa: F401  (registers the trainers, whose nodes get_cfg_default adds)
+
+    cfg = get_cfg_default()
+    cfg.TRAINER.PROMPTSRC = PlainCN()
+    cfg.TRAINER.PROMPTSRC.GPA_MEAN = 15            # upstream's int default
+    assert cfg.TRAINER.PROMPTSRC.GPA_MEAN == 15 and cfg.TRAINER.PROMPTSRC.KL_LOSS_WEIGHT == 1.0
+    path = tmp_path / "p.yaml"
+    path.write_text("TRAINER:\n  PROMPTSRC:\n    GPA_MEAN: 7.5\n    GPA: False\n")
+    cfg.merge_from_file(str(path))
+    assert cfg.TRAINER.PROMPTSRC.GPA_MEAN == 7.5 and cfg.TRAINER.PROMPTSRC.GPA is False
+    with pytest.raises(ConfigError, match="TRAINER.PROMPTSRC.GPA_MEAN"):
+        cfg.merge_from_list(["TRAINER.PROMPTSRC.GPA_MEAN", "'late'"])
+    with pytest.raises(ConfigError, match=r"Non-existent config key: TRAINER\.PROMPTSRC\.NOPE"):
+        cfg.merge_from_list(["TRAINER.PROMPTSRC.NOPE", "1"])
 
 
 def test_trainer_node_added_with_plain_yacs_merges(tmp_path):

@@ -17,8 +17,8 @@ PATH = re.compile(rf"(?<![\w./-])((?:{DIRS})/[\w.+/-]*[\w+]|[\w-]+\.(?:py|md|sh|
 
 
 def slug(heading: str) -> str:
-    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
-    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    """GitHub's anchor of a heading: lower case, punctuation but ``_`` and ``-`` dropped, spaces to hyphens."""
+    text = re.sub(r"[`*]", "", heading.strip().lower())
     text = re.sub(r"[^\w\- ]", "", text)
     return text.replace(" ", "-")
 

@@ -31,6 +31,7 @@ def _expected_params(trainer: str) -> int:
         "ZeroshotCLIP": 0,
         "CoOp": 4 * t,
         "CoCoOp": 4 * t + (e * (e // 16) + e // 16) + (e // 16 * t + t),
+        "VPT": DEPTH * 4 * v,
         "IVLP": DEPTH * 4 * (t + v),
         "MaPLe": 2 * t + maple_proj + (DEPTH - 1) * (2 * t + maple_proj),
         "PromptSRC": DEPTH * 4 * (t + v),
@@ -68,7 +69,7 @@ def _argv(env, trainer: str, out: str, *opts: str) -> list[str]:
                    "DATALOADER.TEST.BATCH_SIZE", "250", *opts]
 
 
-TRAINERS = ["ZeroshotCLIP", "CoOp", "CoCoOp", "IVLP", "MaPLe", "PromptSRC", "MMLoP"]
+TRAINERS = ["ZeroshotCLIP", "CoOp", "CoCoOp", "VPT", "IVLP", "MaPLe", "PromptSRC", "MMLoP"]
 EXTRA = {"PromptSRC": ["TRAINER.PROMPTSRC.GPA_MEAN", "1.0"]}   # GPA over the one epoch
 
 

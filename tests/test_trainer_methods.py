@@ -24,7 +24,7 @@ OURS = sorted(n for n in TRAINER_REGISTRY.registered_names()
 
 
 def test_every_method_states_its_facts_and_their_configs_exist():
-    assert OURS == ["CoCoOp", "CoOp", "IVLP", "MMLoP", "MaPLe", "PromptSRC", "ZeroshotCLIP"]
+    assert OURS == ["CoCoOp", "CoOp", "IVLP", "MMLoP", "MaPLe", "PromptSRC", "VPT", "ZeroshotCLIP"]
     for name in OURS:
         info = method_info(name)
         assert info.description and info.label
@@ -61,6 +61,7 @@ BAD_VALUES = [
     ("CoCoOp", "TRAINER.COCOOP.N_CTX", "-2", ["N_CTX = -2", ">= 1"]),
     ("IVLP", "TRAINER.IVLP.PROMPT_DEPTH_TEXT", "13", ["PROMPT_DEPTH_TEXT = 13", "12 text layers"]),
     ("MaPLe", "TRAINER.MAPLE.PROMPT_DEPTH", "0", ["PROMPT_DEPTH = 0", ">= 1"]),
+    ("VPT", "TRAINER.VPT.PROMPT_DEPTH_VISION", "13", ["PROMPT_DEPTH_VISION = 13", "12 vision layers"]),
     ("PromptSRC", "TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT", "-1.0", ["TEXT_LOSS_WEIGHT = -1.0", ">= 0"]),
     ("PromptSRC", "TRAINER.PROMPTSRC.GPA_STD", "0.0", ["GPA_STD", "> 0"]),
     ("MMLoP", "TRAINER.MMLOP.RANK", "5", ["RANK = 5", "between 1 and 4"]),

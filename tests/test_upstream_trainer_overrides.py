@@ -15,7 +15,7 @@ import pytest
 from dassl.utils.registry import DuplicateRegistrationError, Registry, check_availability
 
 REPO = Path(__file__).resolve().parents[1]
-OTHERS = ["ZeroshotCLIP", "CoCoOp", "IVLP", "MaPLe", "PromptSRC", "MMLoP"]
+OTHERS = ["ZeroshotCLIP", "CoCoOp", "VPT", "IVLP", "MaPLe", "PromptSRC", "MMLoP"]
 
 # Written the way upstream CoOp's trainers/coop.py starts (its imports, its registration).
 UPSTREAM_STYLE_COOP = '''\

@@ -4,8 +4,8 @@ Importing this package imports every module of the folder, in alphabetical order
 its trainer in ``dassl.engine.TRAINER_REGISTRY`` under its class name), then the user's method
 files named by the environment variable ``MMLOP_TRAINERS`` (paths of ``.py`` files or of folders
 of them, separated by ``os.pathsep``, imported in that order), so a new method is one file, here or
-anywhere (docs/ADDING_A_METHOD.md). ``extend_cfg`` adds the ``TRAINER.<NODE>`` keys of every
-registered trainer.
+anywhere (docs/ADDING_A_METHOD.md). Each trainer's ``add_config`` declares its ``TRAINER.<NODE>``
+keys, which ``dassl.config.get_cfg_default()`` adds (``dassl.engine.build.add_trainer_configs``).
 
 **Two trainers under one name.** A user's file may register a name this project already uses,
 e.g. upstream CoOp's ``trainers/coop.py`` saved as ``trainers/coop_upstream.py`` or named in
@@ -14,9 +14,12 @@ other trainer stays usable, ``import trainers`` prints one warning line (on stde
 files, and using the name (``--trainer CoOp``) stops with a message naming both places and the
 ways out. To choose, set ``MMLOP_TRAINER_OVERRIDES`` (comma-separated entries):
 
-* ``MMLOP_TRAINER_OVERRIDES="CoOp,CoCoOp"``: for each name listed, the registration made last
-  wins. Given the import order above, a file of ``MMLOP_TRAINERS`` wins over one of this folder,
-  and ``trainers/coop_upstream.py`` over ``trainers/coop.py``.
+* ``MMLOP_TRAINER_OVERRIDES="CoOp,CoCoOp"``: for each name listed, the registration that is not
+  this project's wins, wherever it lies and whichever file sorts first (upstream's
+  ``independentVL.py`` in this folder over our ``ivlp.py``). Ours are the trainers on the shared
+  core (``PromptTrainer`` subclasses) defined by this package's modules. Two or more registrations
+  that are not ours: the name is refused, the message lists their files (use the form below).
+  Only ours: the registration made last wins.
 * ``MMLOP_TRAINER_OVERRIDES="CoOp=/path/to/coop.py"``: the registration made by that file wins,
   whatever the order; the file is imported (after the others) if neither this folder nor
   ``MMLOP_TRAINERS`` holds it. If it does not register that name, the name is unusable with a
@@ -25,7 +28,8 @@ ways out. To choose, set ``MMLOP_TRAINER_OVERRIDES`` (comma-separated entries):
 An override prints one line (stderr) naming the file that provides the name. The config keys of
 the replaced trainer (``TRAINER.COOP``: upstream's keys plus ours) are still added when the winning
 class defines none (upstream's trainer files leave that to upstream's ``train.py``), so upstream
-config files load. ``TRAINER_REGISTRY.overridden(name)`` lists what was set aside and
+config files load; a conflicting name keeps its node too, so using it gives the clash message
+rather than an unknown-key error. ``TRAINER_REGISTRY.overridden(name)`` lists what was set aside and
 ``TRAINER_REGISTRY.conflicts()`` the unresolved names.
 """
 import importlib
@@ -36,7 +40,8 @@ import sys
 from typing import Optional
 
 from dassl.engine import TRAINER_REGISTRY
-from dassl.utils.registry import Origin, same_file
+from dassl.engine.build import add_trainer_configs
+from dassl.utils.registry import Origin, origin_of, same_file
 
 USER_TRAINERS_ENV = "MMLOP_TRAINERS"
 OVERRIDES_ENV = "MMLOP_TRAINER_OVERRIDES"
@@ -67,12 +72,23 @@ def parse_overrides(value: str) -> dict[str, Optional[str]]:
     return overrides
 
 
+def _theirs(name: str, first: Origin, second: Origin) -> Origin:
+    """Of two registrations of ``name``, the one that is not this project's (else the second)."""
+    for obj in TRAINER_REGISTRY.candidates(name):
+        origin = origin_of(obj)
+        if not _is_ours(obj) and origin in (first, second):
+            return origin
+    return second
+
+
 def _duplicate_advice(name: str, first: Origin, second: Origin) -> str:
+    theirs = _theirs(name, first, second)
     return (f'The name "{name}" is unusable until this is resolved (the other trainers work). To '
-            f"use the second, set {OVERRIDES_ENV}={name} (the later registration wins) or "
-            f"{OVERRIDES_ENV}={name}={second.file or second.module} (that file wins); to keep the "
-            f"first, remove the second file from trainers/ or from {USER_TRAINERS_ENV}, or rename "
-            "its class (a trainer is registered under its class name). See trainers/__init__.py")
+            f"use {theirs.file or theirs.module}, set {OVERRIDES_ENV}={name} (the registration that "
+            f"is not this project's wins) or {OVERRIDES_ENV}={name}={theirs.file or theirs.module} "
+            f"(that file wins); to keep this project's, remove that file from trainers/ or from "
+            f"{USER_TRAINERS_ENV}, or rename its class (a trainer is registered under its class "
+            "name). See trainers/__init__.py")
 
 
 def _user_files(value: str) -> list[str]:
@@ -119,6 +135,31 @@ def _check_overrides(overrides: dict[str, Optional[str]]) -> None:
                   "entry")
 
 
+def _is_ours(cls) -> bool:
+    """Whether ``cls`` is one of this project's trainers (see the docstring)."""
+    from .core.trainer import PromptTrainer
+
+    return (isinstance(cls, type) and issubclass(cls, PromptTrainer)
+            and cls.__module__.startswith(f"{__name__}."))
+
+
+def _prefer_theirs(overrides: dict[str, Optional[str]]) -> None:
+    """For each name-only override: the one registration that is not ours wins; several: the
+    name is refused, naming their files."""
+    for name, source in overrides.items():
+        if source is not None or name in TRAINER_REGISTRY.conflicts() or name not in TRAINER_REGISTRY:
+            continue
+        theirs = [obj for obj in TRAINER_REGISTRY.candidates(name) if not _is_ours(obj)]
+        if len(theirs) == 1 and TRAINER_REGISTRY.get(name) is not theirs[0]:
+            TRAINER_REGISTRY.prefer(name, theirs[0])
+        elif len(theirs) > 1:
+            files = [_short(origin_of(obj)) for obj in theirs]
+            TRAINER_REGISTRY.mark_conflict(
+                name, f'{OVERRIDES_ENV}={name} names no file, and "{name}" is registered by '
+                      f"{len(theirs)} files that are not this project's: {', '.join(files)}. Say "
+                      f"which with {OVERRIDES_ENV}={name}=<one of them>, or remove the others")
+
+
 def _report(overrides: dict[str, Optional[str]]) -> None:
     """One stderr line per override applied and per unresolved name."""
     origins = TRAINER_REGISTRY.conflict_origins()
@@ -126,8 +167,8 @@ def _report(overrides: dict[str, Optional[str]]) -> None:
         places = origins.get(name, [])
         if len(places) >= 2:
             message = (f"registered by {' and by '.join(_short(o) for o in places)}; set "
-                       f"{OVERRIDES_ENV}={name} to use {_short(places[-1])}, or remove one file "
-                       f"(--trainer {name} explains, the other trainers work)")
+                       f"{OVERRIDES_ENV}={name} to use {_short(_theirs(name, places[0], places[-1]))}, "
+                       f"or remove one file (--trainer {name} explains, the other trainers work)")
         print(f"warning: trainer {name} is unusable: {message}", file=sys.stderr)
     for name in overrides:
         lost = TRAINER_REGISTRY.overridden(name)
@@ -154,23 +195,11 @@ with TRAINER_REGISTRY.deferring_conflicts():
                if not any(same_file(p, q) for q in _imported)]
     _USER_MODULES = [_import_file(p) for p in _files]
 _check_overrides(_OVERRIDES)
+_prefer_theirs(_OVERRIDES)
 _report(_OVERRIDES)
 
 
-def _config_hook(name: str):
-    """``add_config`` of the trainer registered as ``name``, else of the ones it replaced."""
-    candidates = [TRAINER_REGISTRY.get(name)] + [obj for obj, _ in TRAINER_REGISTRY.overridden(name)]
-    for cls in candidates:
-        add_config = getattr(cls, "add_config", None)
-        if add_config is not None:
-            return add_config
-    return None
-
-
 def extend_cfg(cfg) -> None:
-    """Add the config node of every usable registered trainer that defines ``add_config`` (for an
-    overridden name without one: the node of the trainer it replaced)."""
-    for name in TRAINER_REGISTRY.registered_names():
-        add_config = _config_hook(name)
-        if add_config is not None:
-            add_config(cfg)
+    """Add every registered trainer's ``TRAINER.<NODE>`` keys (``get_cfg_default`` already
+    does; kept for code written against the upstream ``extend_cfg(cfg)`` call)."""
+    add_trainer_configs(cfg)

@@ -2,8 +2,14 @@
 
 Semantics follow yacs: string values go through ``ast.literal_eval`` when they parse, a value
 must keep the type of the default (list and tuple convert into each other, ``None`` on either side
-is accepted) and unknown keys are refused. Nested nodes are matched with ``isinstance``, so a node
-that a trainer adds with a plain ``yacs.config.CfgNode`` merges like any other.
+is accepted) and unknown keys are refused. One relaxation: an int is accepted where the default is
+a float, and a float with an integral value (``25.0``) where the default is an int, converted to
+the default's type. Upstream ``train.py`` files declare some float settings as ints
+(PromptSRC's ``TEXT_LOSS_WEIGHT = 25``) and their configs and scripts write them either way
+(``GPA_MEAN 45``), so both spellings must load whichever side declared the default. ``True`` and
+``False`` stay booleans (never 1 / 0), and ``2.5`` for an int default is still an error. Nested
+nodes are matched with ``isinstance``, so a node that a trainer adds with a plain
+``yacs.config.CfgNode`` merges like any other.
 
 A YAML file may start from another one with a top-level ``_BASE_: path`` (or a list of paths,
 merged in order), so that each variant file states only what differs from its base. A relative
@@ -14,6 +20,7 @@ met inside a base name the base file; a missing base, a cycle or a bad ``_BASE_`
 """
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any, Iterable
 
@@ -39,11 +46,29 @@ def _coerce(value: Any, original: Any, full_key: str, source: str) -> Any:
             return value
     if isinstance(value, (list, tuple)) and isinstance(original, (list, tuple)):
         return type(original)(value)
+    if type(original) is float and type(value) is int:
+        return float(value)
+    if type(original) is int and type(value) is float and value.is_integer():
+        return int(value)
     raise ConfigError(
         f"Type mismatch for config key {full_key} in {source}: the default {original!r} is "
         f"{type(original).__name__} but got {value!r} ({type(value).__name__}); "
         f"write the value as a {type(original).__name__}"
     )
+
+
+def _unknown_key(full_key: str, source: str, missing: str) -> ConfigError:
+    """The error for ``full_key``, whose part ``missing`` the config lacks; for a whole missing
+    ``TRAINER.<NODE>``, how such a node comes to exist (a trainer file from an upstream repository
+    declares none)."""
+    message = f"Non-existent config key: {full_key} (in {source})"
+    parts = missing.split(".")
+    if parts[0] == "TRAINER" and len(parts) == 2:
+        message += (f". No registered trainer declares the node {missing}: an upstream trainer "
+                    "file leaves its keys to its repository's train.py (extend_cfg), so run it "
+                    "with that train.py, or give its trainer class an add_config(cfg) class "
+                    "method that defines them (docs/UPSTREAM.md)")
+    return ConfigError(message)
 
 
 def _load_yaml_mapping(cfg_filename: str) -> dict:
@@ -109,12 +134,28 @@ class CfgNode(_YacsCfgNode):
             parts = str(full_key).split(".")
             for depth, part in enumerate(parts):
                 if not isinstance(node, _YacsCfgNode) or part not in node:
-                    raise ConfigError(f"Non-existent config key: {full_key} (in {source})")
+                    raise _unknown_key(full_key, source, ".".join(parts[:depth + 1]))
                 if depth < len(parts) - 1:
                     node = node[part]
             value = self._decode_cfg_value(raw)
-            value = _coerce(value, node[parts[-1]], full_key, source)
+            value = self._coerce_declared(value, node[parts[-1]], full_key, source)
             node[parts[-1]] = value
+
+    def _coerce_declared(self, value: Any, original: Any, full_key: str, source: str) -> Any:
+        """``_coerce`` against the current value; for a ``TRAINER.<NODE>.<KEY>`` that an upstream
+        ``extend_cfg`` redeclared, a value that fits our trainer's default is accepted too (its
+        ``GPA_MEAN = 15`` is an int, our configs may say 7.5)."""
+        try:
+            return _coerce(value, original, full_key, source)
+        except ConfigError:
+            parts = full_key.split(".")
+            trainer_nodes = self.get("TRAINER")
+            if len(parts) != 3 or parts[0] != "TRAINER" or not isinstance(trainer_nodes, TrainerNodes):
+                raise
+            declared = trainer_nodes.contributed_default(parts[1], parts[2])
+            if declared is None:
+                raise
+            return _coerce(value, declared, full_key, source)
 
     def _merge_mapping(self, mapping: Any, key_list: list[str], source: str, target: Any = None) -> None:
         target = self if target is None else target
@@ -124,7 +165,7 @@ class CfgNode(_YacsCfgNode):
                 if target.is_new_allowed():
                     target[key] = self._decode_cfg_value(raw)
                     continue
-                raise ConfigError(f"Non-existent config key: {full_key} (in {source})")
+                raise _unknown_key(full_key, source, full_key)
             original = target[key]
             if isinstance(original, _YacsCfgNode):
                 if not isinstance(raw, dict):
@@ -134,4 +175,33 @@ class CfgNode(_YacsCfgNode):
                 self._merge_mapping(raw, key_list + [str(key)], source, original)
                 continue
             value = self._decode_cfg_value(raw)
-            target[key] = _coerce(value, original, full_key, source)
+            target[key] = self._coerce_declared(value, original, full_key, source)
+
+
+class TrainerNodes(CfgNode):
+    """``cfg.TRAINER``: a node that remembers the trainer nodes contributed by the registered
+    trainers (``remember_contributed``, called by ``get_cfg_default``). A node assigned anew
+    under one of those names (an upstream ``extend_cfg`` does ``cfg.TRAINER.COOP = CN()`` and
+    then sets upstream's keys) is given the remembered keys it lacks, with their default values,
+    at once; the values it sets afterwards win. Our YAML files and overrides then merge under an
+    upstream ``train.py``, and upstream's own defaults stay upstream's."""
+
+    _CONTRIBUTED = "__contributed__"
+
+    def remember_contributed(self) -> None:
+        """Remember the trainer nodes held now as the contributed ones."""
+        self.__dict__[self._CONTRIBUTED] = {k: copy.deepcopy(v) for k, v in self.items()
+                                            if isinstance(v, _YacsCfgNode)}
+
+    def contributed_default(self, node: str, key: str) -> Any:
+        """The default our trainer declared for ``TRAINER.<node>.<key>`` (None if none)."""
+        declared = self.__dict__.get(self._CONTRIBUTED, {}).get(node)
+        return None if declared is None else declared.get(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        contributed = self.__dict__.get(self._CONTRIBUTED, {}).get(key)
+        if contributed is not None and isinstance(value, _YacsCfgNode) and not value.is_frozen():
+            for name, default in contributed.items():
+                if name not in value:
+                    dict.__setitem__(value, name, copy.deepcopy(default))
+        super().__setitem__(key, value)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .config_node import CfgNode as CN
+from .config_node import TrainerNodes
 
 _C = CN()
 
@@ -130,5 +131,5 @@ _C.TEST.NO_TEST = False
 _C.TEST.SPLIT = "test"
 _C.TEST.FINAL_MODEL = "last_step"
 
-_C.TRAINER = CN()
+_C.TRAINER = TrainerNodes()
 _C.TRAINER.NAME = ""

@@ -92,6 +92,7 @@ class Registry:
         self._overrides: dict[str, Optional[str]] = {}
         self._overridden: dict[str, list[tuple[Any, Origin]]] = {}
         self._conflicts: dict[str, list[Origin]] = {}
+        self._conflict_objs: dict[str, list[Any]] = {}
         self._conflict_notes: dict[str, str] = {}
         self._defer_depth = 0
         self.duplicate_advice: Callable[[str, Origin, Origin], str] = _default_advice
@@ -102,6 +103,7 @@ class Registry:
         origin = origin_of(obj)
         if name in self._conflicts:               # a third registration of a conflicting name
             self._conflicts[name].append(origin)
+            self._conflict_objs.setdefault(name, []).append(obj)
             return
         if name not in self._obj_map or force:
             self._obj_map[name], self._origins[name] = obj, origin
@@ -117,6 +119,7 @@ class Registry:
             return
         if self._defer_depth:
             self._conflicts[name] = [first, origin]
+            self._conflict_objs[name] = [self._obj_map[name], obj]
             return
         raise self._duplicate_error(name, [first, origin])
 
@@ -147,6 +150,15 @@ class Registry:
         finally:
             self._defer_depth -= 1
 
+    def prefer(self, name: str, obj: Any) -> None:
+        """Make ``obj``, one of the registrations an override set aside for ``name``, the
+        registered one (the current one is set aside in its place)."""
+        lost = self._overridden.get(name, [])
+        index = next(i for i, (o, _) in enumerate(lost) if o is obj)
+        _, origin = lost.pop(index)
+        lost.append((self._obj_map[name], self._origins[name]))
+        self._obj_map[name], self._origins[name] = obj, origin
+
     def mark_conflict(self, name: str, note: str) -> None:
         """Make ``name`` unusable: ``get(name)`` raises ``DuplicateRegistrationError(note)``."""
         self._conflicts.setdefault(name, [])
@@ -176,6 +188,18 @@ class Registry:
     def overridden(self, name: str) -> list[tuple[Any, Origin]]:
         """The ``(object, origin)`` registrations of ``name`` that an override set aside."""
         return list(self._overridden.get(name, []))
+
+    def candidates(self, name: str) -> list[Any]:
+        """Every object registered as ``name``, usable or not: the registered one, those an
+        override set aside, those in conflict (for facts that do not depend on which one wins,
+        such as the config keys they declare)."""
+        objs = [self._obj_map[name]] if name in self._obj_map else []
+        objs += [obj for obj, _ in self._overridden.get(name, [])]
+        return objs + [obj for obj in self._conflict_objs.get(name, []) if obj not in objs]
+
+    def all_names(self) -> list[str]:
+        """Every name registered, usable or conflicting, in registration order."""
+        return list(dict.fromkeys([*self._obj_map, *self._conflicts]))
 
     def conflict_origins(self) -> dict[str, list[Origin]]:
         """Conflicting names -> the registrations that collided (empty for ``mark_conflict``)."""
