@@ -14,7 +14,7 @@ the tables with 95% seed intervals, draw the plots.
    counts and MMLoP's paired differences, writes HM against parameters as a PNG
    (``<output>/proxy_demo/hm_vs_params.png``) plus ``summary.json``.
 
-``--full`` runs every protocol with all seven methods (``proxy.protocols``: base-to-novel,
+``--full`` runs every protocol with every method (``proxy.protocols``: base-to-novel,
 domain generalization, cross-dataset, few-shot, then MMLoP's ablation rows) into one output tree and
 writes ``<output>/proxy_demo/benchmark.json`` (tables, per-seed values, intervals, wall time per
 part), ``tables.md``, ``few_shot.png`` and the sweep's own tables (``sweep_tables/``);
@@ -392,7 +392,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI size: one dataset (synthetic_fog), 2 seeds, 3 methods")
     parser.add_argument("--ablation", action="store_true", help="run MMLoP's ablation rows instead of the methods")
     parser.add_argument("--full", action="store_true",
-                        help="the whole proxy benchmark: every protocol, all seven methods (see --protocol)")
+                        help="the whole proxy benchmark: every protocol, every method with a tiny config (see --protocol)")
     parser.add_argument("--protocol", nargs="+", choices=list(P.PROTOCOLS),
                         help="run only these parts of the full benchmark (implies --full)")
     parser.add_argument("--seeds", type=int, nargs="+",
