@@ -5,8 +5,9 @@
 1. stops at once when a dependency has no ``results.json`` (so a test never starts before its
    training finished, whatever the backend);
 2. skips a job whose ``results.json`` exists (as the scripts: "Oops! The results exist at ...");
-3. runs ``$PYTHON train.py ...`` from the repository root, appending its output to the job's log,
-   and records the attempt in ``runs/<job>.json``;
+3. runs ``$PYTHON train.py ...`` from the repository root, its output in a log of its own per
+   attempt (the latest linked from the job's usual log path), and records the attempt in
+   ``runs/<job>.json``;
 4. fails (raises :class:`JobFailed`) when train.py fails or writes no ``results.json``, so that
    Slurm's ``afterok``/``aftercorr`` keep the job's tests from running.
 
@@ -27,7 +28,7 @@ from typing import Any, Optional
 
 from .jobs import Job
 from .spec import REPO_ROOT
-from .state import DONE, FAILED, RUNNING, RunRecord, log_path, pid_alive, run_record_path, tail
+from .state import DONE, FAILED, RUNNING, RunRecord, log_path, new_attempt_log, pid_alive, run_record_path, tail
 
 SKIPPED = "skipped"
 INTERRUPTED = "interrupted"
@@ -86,8 +87,8 @@ class TrainPyCall:
         if os.path.isfile(job.results_path):
             return {"id": job.id, "status": SKIPPED, "seconds": 0.0}
         command = job.command(self.python)
+        log = new_attempt_log(self.state_dir, job)
         attempt = record.start(log, _backend_id(), shlex.join(command))
-        os.makedirs(os.path.dirname(log), exist_ok=True)
         env = dict(os.environ)
         env.update(self.env)
         start = time.time()
