@@ -148,6 +148,11 @@ def _backend_options(args: argparse.Namespace, file_backend: dict) -> dict:
     return opts
 
 
+def _int_or(value, default: int) -> int:
+    """A setting's number, ``default`` when it is not given (0 is a value: no GPU, no requeue)."""
+    return default if value is None else int(value)
+
+
 def make_backend(opts: dict, sdir: str):
     from .backends import LocalBackend, SlurmBackend, SubmititLocalBackend
 
@@ -164,7 +169,7 @@ def make_backend(opts: dict, sdir: str):
     if kind == "submitit-local":
         try:
             return SubmititLocalBackend(os.path.join(sdir, "submitit"), opts.get("workers"), gpus,
-                                        max_requeues=int(opts.get("max_requeues") or 3),
+                                        max_requeues=_int_or(opts.get("max_requeues"), 3),
                                         threads_per_job=opts.get("threads_per_job"))
         except ImportError:
             raise ValueError("the submitit-local backend needs submitit: pip install -e \".[slurm]\"") from None
@@ -174,11 +179,11 @@ def make_backend(opts: dict, sdir: str):
         except ImportError:
             raise ValueError("the slurm backend needs submitit: pip install -e \".[slurm]\"") from None
         return SlurmBackend(os.path.join(sdir, "submitit"), partition=opts.get("partition"),
-                            gpus_per_job=int(1 if opts.get("gpus_per_job") is None else opts["gpus_per_job"]),
+                            gpus_per_job=_int_or(opts.get("gpus_per_job"), 1),
                             cpus_per_job=opts.get("cpus_per_job"),
                             mem_gb=opts.get("mem_gb"), time=opts.get("time") or "24:00:00",
                             account=opts.get("account"), qos=opts.get("qos"), max_running=opts.get("max_running"),
-                            extra=opts.get("slurm_params"), max_requeues=int(opts.get("max_requeues") or 3),
+                            extra=opts.get("slurm_params"), max_requeues=_int_or(opts.get("max_requeues"), 3),
                             signal_delay_s=int(opts.get("signal_delay_s") or 120), setup=opts.get("setup"))
     raise ValueError(f"unknown backend {kind!r} (one of {', '.join(BACKENDS)})")
 
@@ -193,7 +198,7 @@ def _selection(plan) -> object:
     shots = {p: list(spec.shots_for(p)) for p in protocols}
     labels = {(j.trainer, j.folder): j.label for j in plan.jobs}
     return Selection(protocols=sorted(protocols), methods=methods, datasets=datasets, shots=shots,
-                     source=spec.source if protocols & {"xd", "dg"} else None, labels=labels)
+                     source=spec.source if protocols & {"xd", "dg"} else None, labels=labels, seeds=list(spec.seeds))
 
 
 def print_tables(root: str, compare: Sequence[str], table_dir: Optional[str], selection=None,

@@ -284,6 +284,7 @@ class Engine:
                 return self._run_slurm()
             return self._run_local()
         finally:
+            self.save_state(driver=None)            # --status: no driver runs this sweep any more
             os.close(lock)
 
     def _initial(self) -> tuple[dict[str, str], dict[str, str]]:

@@ -153,9 +153,11 @@ class TrainPyCall:
         when the same command runs again) and requeue this same call."""
         from submitit.helpers import DelayedSubmission
 
+        running = self._proc is not None and self._proc.returncode is None
         self._stopped = True
         self._terminate()
-        RunRecord(run_record_path(self.state_dir, self.job), self.job.id).update(status=REQUEUED, end=time.time())
+        if running:         # a signal after train.py ended leaves its attempt's status as it is
+            RunRecord(run_record_path(self.state_dir, self.job), self.job.id).update(status=REQUEUED, end=time.time())
         return DelayedSubmission(TrainPyCall(self.job, self.state_dir, self.python, self.deps, self.env),
                                  *args, **kwargs)
 

@@ -266,6 +266,20 @@ def test_base2new_table_equals_parse_test_res(tmp_path, capsys):
     assert data[0]["rows"][0]["cells"]["ours"]["Base"]["values"] == [70.0, 72.0]
 
 
+def test_seeds_column_counts_the_seeds_asked_and_lists_the_missing_ones(tmp_path):
+    root = str(tmp_path / "out")
+    _b2n_tree(root, values={"dtd": ([70.0, 72.0], [60.0]), "eurosat": ([90.0], [50.0])})
+    sel = tables.Selection(datasets={"base2new": ["dtd", "eurosat"]}, seeds=[1, 2])
+    md = tables.to_markdown(tables.build_tables(tables.Tree(root), sel=sel)[0])
+    rows = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in md.splitlines() if line.startswith("| ")}
+    assert rows["dtd"] == "Base 2/2, Novel 1/2" and rows["eurosat"] == "1/2"
+    assert "missing seeds (of seed1, seed2): dtd Novel: seed2; eurosat Base: seed2; eurosat Novel: seed2" in md
+    # --table over a tree (no sweep): the seeds found anywhere in the table are the ones expected.
+    md = tables.to_markdown(tables.build_tables(tables.Tree(root), sel=tables.Selection(datasets={
+        "base2new": ["dtd", "eurosat"]}))[0])
+    assert "| eurosat " in md and "missing seeds (of seed1, seed2)" in md
+
+
 def test_dataset_specific_default_config_is_one_table_row(tmp_path):
     """CoOp's base-to-novel default has its own ImageNet recipe: the sweep runs each dataset with the
     config the scripts pick, and the tables put both folders in one row with an 11-dataset average."""
