@@ -262,3 +262,44 @@ def test_without_accounting_sacct_is_said_unavailable_once(slurm_env, tmp_path):
         assert backend.states(["999999"]) == {"999999": "UNKNOWN"}
     assert backend.accounting is False and len(backend.notes) == 1
     assert backend.notes[0].startswith("sacct is unavailable (Slurm accounting storage is disabled)")
+
+
+TINY = dict(vision_layers=2, transformer_layers=2, vision_width=64, transformer_width=64,
+            transformer_heads=1, image_resolution=32, vision_patch_size=8, embed_dim=32)
+
+
+def test_base2new_sweep_of_real_training_runs_on_the_cluster(slurm_env, tmp_path):
+    """The real train.py on the tiny synthetic setup: 2 trainers x 1 dataset x 2 seeds of
+    base-to-novel on a CPU partition (--gpus-per-job 0), followed to the end; its table is
+    parse_test_res.py's and counts 2 of 2 seeds."""
+    import torch
+
+    import parse_test_res
+    from clip.model import build_model_from_config
+    from datasets.synthetic import SyntheticShapes, ensure_generated
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny_clip.pt"
+    torch.save(build_model_from_config("ViT-B/16", **TINY).state_dict(), ckpt)
+    data = str(tmp_path / "data")
+    ensure_generated(data, SyntheticShapes.dataset_dir, SyntheticShapes.style, SyntheticShapes.split_file)
+    out = str(tmp_path / "out")
+    argv = [slurm_env["file"], "--trainers", "ZeroshotCLIP", "MMLoP", "--datasets", "synthetic_clean",
+            "--seeds", "1", "2", "--data", data, "--output", out, "--name", "b2n", "--gpus-per-job", "0",
+            "--", "MODEL.BACKBONE.NAME", str(ckpt), "INPUT.SIZE", "(32, 32)", "OPTIM.MAX_EPOCH", "1",
+            "DATALOADER.NUM_WORKERS", "0", "TRAINER.MMLOP.PROMPT_DEPTH", "2", "DATALOADER.TEST.BATCH_SIZE", "250"]
+    t0 = time.time()
+    code, text = run_cli(argv)
+    assert code == 0, text[-4000:]
+    assert "8/8 done" in text and "Complete: every job has its results.json." in text and "FAILED" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| synthetic_clean")
+               and "4+4ctx" in text.split(line)[0].rsplit("###", 1)[-1])
+    assert row.rstrip().endswith("| 2/2 |")
+    folder = os.path.join(out, "base2new", "test_new", "synthetic_clean", "shots_1", "MMLoP",
+                          "vit_b16_c2_ep30_batch4_4+4ctx")
+    with contextlib.redirect_stdout(io.StringIO()):
+        novel = parse_test_res.parse_function(folder, test_log=True)["accuracy"]
+    data = json.load(open(os.path.join(out, ".sweep", "b2n", "tables", "tables.json")))
+    mmlop = next(t for t in data if t["method"]["trainer"] == "MMLoP")
+    assert mmlop["rows"][0]["cells"]["ours"]["Novel"]["mean"] == novel
+    print(f"real-training sweep on Slurm: {time.time() - t0:.0f} s")
