@@ -7,7 +7,7 @@
 * :class:`SubmititLocalBackend` (``submitit-local``): submitit's ``LocalExecutor``; every job is
   its own submitit process (pickled call, logs and result in submitit's folder), ``CUDA_VISIBLE_DEVICES``
   from submitit's ``visible_gpus``; at most N at once.
-* :class:`SlurmBackend` (``slurm``): submitit's ``AutoExecutor`` on Slurm, jobs as arrays with
+* :class:`SlurmBackend` (``slurm``): submitit's ``AutoExecutor`` on Slurm, one Slurm job per job with
   Slurm's own dependencies (see :mod:`sweep.engine`).
 
 The driver (:mod:`sweep.engine`) decides what runs when; a backend only starts a job and tells

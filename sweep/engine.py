@@ -8,21 +8,21 @@ Dependencies
 
     * local backends: the driver starts a job when a worker is free and its dependencies have
       finished (plan order: a test right after its training, so results come early).
-    * Slurm: everything is submitted at once and Slurm holds the tests: the jobs whose
-      dependencies have finished form one array; the tests of trainings in that array form
-      arrays aligned with it (task i of a test array is a test of training i) submitted with
-      ``--dependency=aftercorr:<array>`` (task i starts once task i of the training array
-      succeeded; a single job gets ``afterok:<id>``), and ``--kill-on-invalid-dep=yes`` cancels a
-      test whose training failed. Tests of trainings still queued from an earlier submission
-      get ``afterok:<that job>``. So the driver may exit (``--no-follow``, or a lost login
-      session) and the sweep still completes in order; the arrays' throttle
-      (``slurm_array_parallelism``) caps the running tasks of each array.
+    * Slurm: everything is submitted at once, one Slurm job per sweep job (its own name, see
+      :func:`sweep.backends.slurm_job_name`), and Slurm holds the tests: a test whose training is
+      submitted now or still held from an earlier submission gets ``afterok:<that job>`` and
+      ``--kill-on-invalid-dep=yes`` (cancelled if its training fails). ``--max-running N`` is N
+      chains of ``afterany`` dependencies over the whole sweep (:meth:`Engine._lanes`). So the
+      driver may exit (``--no-follow``, or a lost login session) and the sweep still completes in
+      order. Where each job stands comes from :func:`observe`.
 
 Rerunning a sweep
     Finished jobs (``results.json``) are skipped; jobs still run by a process of an earlier driver
     (its worker outlived it) are waited for, not started twice; interrupted ones run the same
     command again, which resumes from the last saved epoch; failed ones run again; inconsistent
     ones are reported and left alone (see :func:`sweep.state.check_results`).
+    On Slurm a job that Slurm still holds (pending, running, requeued, held) is never submitted
+    again, and a job is judged only by its latest submission.
 """
 from __future__ import annotations
 

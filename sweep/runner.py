@@ -1,4 +1,4 @@
-"""The code that runs one job wherever it runs: a local worker, a submitit job, a Slurm array task.
+"""The code that runs one job wherever it runs: a local worker, a submitit job, a Slurm job.
 
 :class:`TrainPyCall` is a picklable callable (what submitit pickles and runs). It
 

@@ -5,7 +5,7 @@
 * ``state.json``: the sweep (spec, backend, the job list with commands and dependencies, and the
   backend ids of submitted jobs), written atomically by the driver;
 * ``runs/<job>.json``: one record per job, written atomically by the process that runs it (the
-  driver's worker, a submitit job, a Slurm array task): its attempts (host, PIDs, start, end, exit
+  driver's worker, a submitit job, a Slurm job): its attempts (host, PIDs, start, end, exit
   code), so durations, failures and live runs are known without the driver;
 * ``logs/<job>.<n>.log``: what ``train.py`` printed in attempt n (one file per attempt), the latest
   linked from ``logs/<job>.log``;

@@ -271,7 +271,8 @@ def test_seeds_column_counts_the_seeds_asked_and_lists_the_missing_ones(tmp_path
     _b2n_tree(root, values={"dtd": ([70.0, 72.0], [60.0]), "eurosat": ([90.0], [50.0])})
     sel = tables.Selection(datasets={"base2new": ["dtd", "eurosat"]}, seeds=[1, 2])
     md = tables.to_markdown(tables.build_tables(tables.Tree(root), sel=sel)[0])
-    rows = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in md.splitlines() if line.startswith("| ")}
+    rows = {line.split("|")[1].strip(): line.split("|")[-2].strip()
+            for line in md.splitlines() if line.startswith("| ")}
     assert rows["dtd"] == "Base 2/2, Novel 1/2" and rows["eurosat"] == "1/2"
     assert "missing seeds (of seed1, seed2): dtd Novel: seed2; eurosat Base: seed2; eurosat Novel: seed2" in md
     # --table over a tree (no sweep): the seeds found anywhere in the table are the ones expected.
