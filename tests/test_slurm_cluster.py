@@ -141,7 +141,7 @@ TRAIN1 = "base2new/train_base/synthetic_clean/shots_1/MMLoP/vit_b16_c2_ep30_batc
 
 
 def test_submit_names_rerun_while_queued_status_and_one_job_at_a_time(slurm_env, tmp_path, monkeypatch):
-    """Findings 1, 3 and 5: with no accounting a rerun submits nothing that Slurm still holds;
+    """With no accounting a rerun submits nothing that Slurm still holds;
     --gpus-per-job 0 is accepted by a partition without GPUs; every job has its readable name;
     --max-running 1 holds for the whole sweep; --no-follow and --status exit 0 for a healthy sweep."""
     cluster = slurm_env["cluster"]
@@ -182,7 +182,7 @@ def test_submit_names_rerun_while_queued_status_and_one_job_at_a_time(slurm_env,
 
 def test_a_cancelled_training_is_reported_then_a_rerun_finishes_it_one_job_at_a_time(slurm_env, tmp_path,
                                                                                      monkeypatch):
-    """Finding 2 and the reasons of finding 4: scancel of a running training is reported as
+    """scancel of a running training is reported as
     cancelled (exit 1); the rerun submits it again, never reports it failed while the new job is
     queued or running, keeps --max-running 1 with the jobs still queued from the first
     submission, and finishes the sweep."""
@@ -221,7 +221,7 @@ def test_a_cancelled_training_is_reported_then_a_rerun_finishes_it_one_job_at_a_
 
 
 def test_time_outs_requeue_and_resume_then_exhausted_requeues_are_reported(slurm_env, tmp_path, monkeypatch):
-    """Finding 4: a job that reaches its time limit is checkpointed and requeued by submitit and
+    """A job that reaches its time limit is checkpointed and requeued by submitit and
     its train.py resumes from its last epoch; with no requeue left the job is reported as
     "time-outs exhausted" and its run record ends failed, not "requeued". --time must leave
     twice --signal-delay: 1 minute with a 30 s delay (slurmctld checks time limits every 30 s, so
