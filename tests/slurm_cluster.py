@@ -106,7 +106,17 @@ class SlurmCluster:
         return open(path).read() if os.path.isfile(path) else ""
 
     def stop(self) -> None:
-        """Stop the daemons that :func:`start_cluster` started (their PIDs only), slurmd first."""
+        """Cancel every job of this cluster and wait for them to end (a job step left running
+        would outlive slurmd), then stop the daemons that :func:`start_cluster` started (their
+        PIDs only), slurmd first."""
+        if self.pids.get("slurmctld") and _alive(self.pids["slurmctld"]):
+            try:
+                self.run("scancel", "--partition=debug", check=False)
+                end = time.time() + 60
+                while time.time() < end and self.run("squeue", "-h", check=False).stdout.strip():
+                    time.sleep(0.5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
         for name in ("slurmd", "slurmctld", "munged"):
             pid = self.pids.get(name)
             if not pid:
