@@ -40,6 +40,8 @@ if "--eval-only" in args:                                   # a test: one short 
 os.makedirs(out, exist_ok=True)
 progress = os.path.join(out, "epoch.txt")
 first = int(open(progress).read()) if os.path.isfile(progress) else 0
+if first and os.environ.get("FAKE_RESUMED_EPOCHS"):        # a resumed run: only a few epochs left
+    epochs = first + int(os.environ["FAKE_RESUMED_EPOCHS"])
 with open(log, "a") as f:
     f.write(f"{{time.time()}} {{os.getpid()}} start {{out}} from {{first}}\\n")
 for epoch in range(first + 1, epochs + 1):
@@ -226,8 +228,9 @@ def test_time_outs_requeue_and_resume_then_exhausted_requeues_are_reported(slurm
     "time-outs exhausted" and its run record ends failed, not "requeued". --time must leave
     twice --signal-delay: 1 minute with a 30 s delay (slurmctld checks time limits every 30 s, so
     the signal comes 30 to 60 s after the start, always before the limit)."""
-    monkeypatch.setenv("FAKE_EPOCHS", "140")
-    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "0.5")          # 70 s of "training": past the time limit
+    monkeypatch.setenv("FAKE_EPOCHS", "1000")                # never ends within the time limit ...
+    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "0.5")
+    monkeypatch.setenv("FAKE_RESUMED_EPOCHS", "3")           # ... but a resumed run ends soon
     cluster = slurm_env["cluster"]
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     common = ("--no-follow", "--time", "1", "--signal-delay", "30")
@@ -239,10 +242,10 @@ def test_time_outs_requeue_and_resume_then_exhausted_requeues_are_reported(slurm
     code, text = run_cli(["--status", "--output", a, "--name", "b2n"])
     assert code == 0 and "Complete" in text, text
     attempts = record_of(a, TRAIN1)["attempts"]
-    assert [x["status"] for x in attempts][-1] == "done" and "requeued" in [x["status"] for x in attempts]
+    assert [x["status"] for x in attempts] == ["requeued", "done"]
     assert len({x["backend_id"] for x in attempts}) == 1             # the same Slurm job, requeued
     resumed = [r for r in calls(slurm_env["log"]) if r["out"].endswith(TRAIN1)]
-    assert len(resumed) >= 2 and resumed[1]["from"] > 0               # resumed from its last epoch
+    assert len(resumed) == 2 and resumed[1]["from"] > 0               # resumed from its last epoch
     code, text = run_cli(["--status", "--output", b, "--name", "b2n"])
     train2 = TRAIN1.replace("seed1", "seed2")
     assert code == 1, text
