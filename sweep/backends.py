@@ -7,7 +7,7 @@
 * :class:`SubmititLocalBackend` (``submitit-local``): submitit's ``LocalExecutor``; every job is
   its own submitit process (pickled call, logs and result in submitit's folder), ``CUDA_VISIBLE_DEVICES``
   from submitit's ``visible_gpus``; at most N at once.
-* :class:`SlurmBackend` (``slurm``): submitit's ``AutoExecutor`` on Slurm, jobs as arrays with
+* :class:`SlurmBackend` (``slurm``): submitit's ``AutoExecutor`` on Slurm, one Slurm job per job with
   Slurm's own dependencies (see :mod:`sweep.engine`).
 
 The driver (:mod:`sweep.engine`) decides what runs when; a backend only starts a job and tells
@@ -19,7 +19,6 @@ import concurrent.futures
 import os
 import re
 import shlex
-import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -221,9 +220,16 @@ class SubmititLocalBackend(LocalBackend):
         return {"name": self.name, "slots": self.slots, "folder": self.folder}
 
 
-# Slurm states of a job that has not ended.
+# Slurm states of a job that Slurm still holds (it runs, or will run, without being submitted again).
 SLURM_ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
-                "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "PREEMPTED"}
+                "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "PREEMPTED", "RESV_DEL_HOLD", "STOPPED"}
+SLURM_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESIZING"}
+# Why a job ended without finishing, in words, by its final Slurm state.
+SLURM_ENDED = {"CANCELLED": "cancelled", "TIMEOUT": "time limit reached", "NODE_FAIL": "node failure",
+               "OUT_OF_MEMORY": "out of memory", "BOOT_FAIL": "node boot failure", "DEADLINE": "deadline reached",
+               "PREEMPTED": "preempted", "FAILED": "failed", "REVOKED": "revoked"}
+GPU_KEYS = {"gpus", "gpus-per-node", "gpus_per_node", "gres", "gpus-per-task", "gpus_per_task"}
+NAME_LIMIT = 200                             # characters of a job name shown by squeue -o %j / sacct
 
 
 def parse_time_minutes(text: Any) -> int:
@@ -251,8 +257,21 @@ def parse_time_minutes(text: Any) -> int:
     return total
 
 
+def slurm_job_name(job) -> str:
+    """``mmlop/<protocol>/<trainer>/<dataset>/seed<N>/<train|test>`` (few-shot runs add the shots),
+    what ``squeue -o %j`` and ``sacct`` show for the job."""
+    parts = ["mmlop", job.protocol, job.trainer, job.dataset]
+    if job.seed is not None:
+        parts.append(f"seed{job.seed}")
+    if job.protocol == "few_shot":
+        parts.append(f"{job.shots}shots")
+    parts.append("train" if job.kind == "train" else "test")
+    name = "/".join(re.sub(r"[^A-Za-z0-9_.+-]", "_", str(p)) for p in parts)
+    return name[:NAME_LIMIT]
+
+
 class SlurmBackend:
-    """Slurm through submitit (see :mod:`sweep.engine` for the dependencies)."""
+    """Slurm through submitit: one Slurm job per sweep job (see :mod:`sweep.engine`)."""
 
     name = "slurm"
     follows_dependencies = True              # Slurm holds a test until its training succeeded
@@ -261,34 +280,48 @@ class SlurmBackend:
                  cpus_per_job: Optional[int] = None, mem_gb: Optional[float] = None, time: Any = "24:00:00",
                  account: Optional[str] = None, qos: Optional[str] = None, max_running: Optional[int] = None,
                  extra: Optional[dict] = None, max_requeues: int = 3, signal_delay_s: int = 120,
-                 job_name: str = "sweep", setup: Optional[Sequence[str]] = None) -> None:
+                 setup: Optional[Sequence[str]] = None) -> None:
         self.folder = folder
-        self.partition, self.gpus_per_job, self.cpus_per_job = partition, gpus_per_job, cpus_per_job
+        self.partition, self.gpus_per_job, self.cpus_per_job = partition, int(gpus_per_job), cpus_per_job
+        if self.gpus_per_job < 0:
+            raise ValueError(f"--gpus-per-job {gpus_per_job}: give 0 (a CPU partition) or more")
         self.mem_gb, self.timeout_min = mem_gb, parse_time_minutes(time)
         self.account, self.qos, self.max_running = account, qos, max_running
+        if max_running is not None and int(max_running) < 1:
+            raise ValueError(f"--max-running {max_running}: give 1 or more")
         self.extra = dict(extra or {})
-        self.max_requeues, self.signal_delay_s = max_requeues, signal_delay_s
-        self.job_name = job_name
+        self.max_requeues, self.signal_delay_s = max_requeues, int(signal_delay_s)
+        if self.signal_delay_s < 1:
+            raise ValueError(f"--signal-delay {signal_delay_s}: give a number of seconds (1 or more)")
+        if self.timeout_min * 60 < 2 * self.signal_delay_s:
+            raise ValueError(f"--time {time} ({self.timeout_min * 60} s) leaves too little to run: submitit "
+                             f"checkpoints and requeues a job {self.signal_delay_s} s before its time limit "
+                             f"(--signal-delay), so --time must be at least twice that "
+                             f"({2 * self.signal_delay_s} s); raise --time or lower --signal-delay")
         from .spec import REPO_ROOT
 
         self.setup = [f"export PYTHONPATH={shlex.quote(REPO_ROOT)}${{PYTHONPATH:+:$PYTHONPATH}}", *(setup or [])]
-        self._watcher = None
+        self._executor = None
+        self.accounting: Optional[bool] = None   # sacct answers (None: not asked yet)
+        self.notes: list[str] = []                # said once to the user (sacct unavailable)
 
     @property
     def parallelism(self) -> int:
         return self.max_running or 256
 
-    def parameters(self, dependency: Optional[str] = None) -> dict:
-        """The ``update_parameters`` of submitit's AutoExecutor for one submission."""
+    def parameters(self, name: str = "mmlop", dependency: Optional[str] = None) -> dict:
+        """The ``update_parameters`` of submitit's AutoExecutor for one job."""
         additional = {"requeue": True}           # Slurm may requeue on preemption / node failure
         if dependency:
             additional["kill-on-invalid-dep"] = "yes"
         additional.update(self.extra)
         params: dict[str, Any] = {
-            "name": self.job_name, "timeout_min": self.timeout_min, "nodes": 1, "tasks_per_node": 1,
-            "gpus_per_node": self.gpus_per_job, "slurm_signal_delay_s": self.signal_delay_s,
-            "slurm_additional_parameters": additional,
+            "name": name, "timeout_min": self.timeout_min, "nodes": 1, "tasks_per_node": 1,
+            "slurm_signal_delay_s": self.signal_delay_s, "slurm_additional_parameters": additional,
         }
+        # No GPU line for --gpus-per-job 0 (a CPU partition refuses one), nor when --slurm-param asks itself.
+        if self.gpus_per_job > 0 and not GPU_KEYS & set(self.extra):
+            params["gpus_per_node"] = self.gpus_per_job
         if self.cpus_per_job:
             params["cpus_per_task"] = self.cpus_per_job
         if self.mem_gb:
@@ -299,57 +332,72 @@ class SlurmBackend:
             params["slurm_account"] = self.account
         if self.qos:
             params["slurm_qos"] = self.qos
-        if self.max_running:
-            params["slurm_array_parallelism"] = self.max_running
         if dependency:
             params["slurm_dependency"] = dependency
         if self.setup:
             params["slurm_setup"] = self.setup
         return params
 
-    def executor(self, dependency: Optional[str] = None):
-        import submitit
+    def submit(self, call: TrainPyCall, name: str, dependency: Optional[str] = None) -> str:
+        """Submit one job; its Slurm id."""
+        if self._executor is None:
+            import submitit
 
-        importable_repo()
-        ex = submitit.AutoExecutor(folder=os.path.join(self.folder, "%j"), cluster="slurm",
-                                   slurm_max_num_timeout=self.max_requeues)
-        ex.update_parameters(**self.parameters(dependency))
-        return ex
-
-    def submit(self, calls: Sequence[TrainPyCall], dependency: Optional[str] = None) -> list[str]:
-        """Submit ``calls`` as one array (one job when there is one call); their Slurm ids."""
-        if not calls:
-            return []
-        ex = self.executor(dependency)
-        with ex.batch():
-            jobs = [ex.submit(c) for c in calls]
-        return [str(j.job_id) for j in jobs]
+            importable_repo()
+            self._executor = submitit.AutoExecutor(folder=os.path.join(self.folder, "%j"), cluster="slurm",
+                                                   slurm_max_num_timeout=self.max_requeues)
+        self._executor.update_parameters(**self.parameters(name, dependency))
+        return str(self._executor.submit(call).job_id)
 
     def states(self, backend_ids: Sequence[str]) -> dict[str, str]:
-        """Slurm state of each id through sacct (``UNKNOWN`` when sacct says nothing or fails)."""
-        from submitit.slurm.slurm import SlurmInfoWatcher
-
-        if self._watcher is None:
-            self._watcher = SlurmInfoWatcher(delay_s=5)
-        out = {}
-        for bid in backend_ids:
-            self._watcher.register_job(bid)
-        for i, bid in enumerate(backend_ids):
-            out[bid] = self._watcher.get_state(bid, mode="force" if i == 0 else "cache")
+        """Slurm state of each id: ``squeue`` for the jobs Slurm holds or ended a few minutes ago
+        (no accounting needed), ``sacct`` for older ones when it answers, else ``UNKNOWN``."""
+        ids = [str(b) for b in backend_ids]
+        out = {b: "UNKNOWN" for b in ids}
+        if not ids:
+            return out
+        r = _run_client(["squeue", "-h", "-t", "all", "-o", "%i|%T", "-j", ",".join(sorted(set(ids)))])
+        if r is not None and r.returncode == 0:
+            for line in r.stdout.splitlines():
+                jid, _, state = line.strip().partition("|")
+                if jid in out:
+                    out[jid] = state.strip().split()[0] if state.strip() else "UNKNOWN"
+        unknown = [b for b in ids if out[b] == "UNKNOWN"]
+        if unknown and self.accounting is not False:
+            r = _run_client(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(unknown)])
+            if r is None or r.returncode != 0:
+                self.accounting = False
+                why = (r.stderr or r.stdout).strip().splitlines()[0] if r is not None and (r.stderr or r.stdout) \
+                    else "sacct not found"
+                self.notes.append(f"sacct is unavailable ({why}): job states come from squeue, which forgets a "
+                                  "finished job after a few minutes (MinJobAge), and from the files on disk")
+            else:
+                self.accounting = True
+                for line in r.stdout.splitlines():
+                    jid, _, state = line.strip().partition("|")
+                    if jid in out and state.strip():
+                        out[jid] = state.strip().split()[0]
         return out
 
     def describe(self) -> dict:
         return {"name": self.name, "folder": self.folder, "parameters": self.parameters(),
-                "max_requeues": self.max_requeues}
+                "max_requeues": self.max_requeues, "max_running": self.max_running,
+                "gpus_per_job": self.gpus_per_job}
 
 
-def job_log_paths(backend_name: str, folder: str, backend_id: Optional[str]) -> list[str]:
-    """submitit's log files of a job (for the failure report)."""
+def _run_client(argv: Sequence[str]):
+    """A Slurm client command (None when it is not installed or hangs)."""
+    import subprocess
+
+    try:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def submitit_log(folder: str, backend_id: Optional[str]) -> Optional[str]:
+    """submitit's stderr log of a Slurm job (its own messages: requeues, why it stopped)."""
     if not backend_id:
-        return []
-    base = os.path.join(folder, backend_id)
-    return [os.path.join(base, f"{backend_id}_0_log.err"), os.path.join(base, f"{backend_id}_0_log.out")]
-
-
-def wait_a_little(seconds: float) -> None:
-    time.sleep(seconds)
+        return None
+    path = os.path.join(folder, backend_id, f"{backend_id}_0_log.err")
+    return path if os.path.isfile(path) else None

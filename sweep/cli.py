@@ -7,8 +7,10 @@
     python scripts/sweep.py --table output --compare ../PromptSRC/output:upstream
 
 Trailing ``KEY VALUE`` pairs after ``--`` go to every train.py command (as the scripts' trailing
-arguments). Exit code: 0 when every job of the sweep has its results.json, 1 when some are missing
-(failed, blocked, inconsistent), 2 for a bad command line or sweep file, 130 when interrupted.
+arguments). Exit code: 0 when every job of the sweep has its results.json, or (Slurm, --no-follow,
+--status) when every unfinished job is queued or running; 1 when some failed, are blocked or
+inconsistent, or were left unfinished with nothing to run them; 2 for a bad command line or sweep
+file (before anything is submitted); 130 when interrupted.
 """
 from __future__ import annotations
 
@@ -52,14 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--gpus", help="local: GPU ids, one job per GPU (e.g. 0,1,2,3)")
     where.add_argument("--python", help="interpreter of the jobs (default $PYTHON, else this one)")
     where.add_argument("--partition", help="slurm partition")
-    where.add_argument("--gpus-per-job", type=int, help="slurm: GPUs per job (default 1)")
+    where.add_argument("--gpus-per-job", type=int, help="slurm: GPUs per job (default 1; 0 for a CPU partition: "
+                                                        "no GPU request at all)")
     where.add_argument("--cpus-per-job", type=int, help="slurm: CPUs per job")
     where.add_argument("--mem-gb", type=float, help="slurm: memory per job in GB")
     where.add_argument("--time", help="slurm: time limit per job (HH:MM:SS, D-HH:MM or minutes; default 24:00:00)")
     where.add_argument("--account", help="slurm account")
     where.add_argument("--qos", help="slurm QOS")
     where.add_argument("--max-running", type=int,
-                       help="slurm: tasks of each array running at once (array throttle, slurm_array_parallelism)")
+                       help="slurm: jobs of the whole sweep running at once, reruns included (default: no limit)")
+    where.add_argument("--signal-delay", type=int, metavar="SECONDS",
+                       help="slurm: seconds before the time limit at which a job is checkpointed and requeued "
+                            "(default 120; --time must be at least twice this)")
     where.add_argument("--max-requeues", type=int, help="slurm: requeues after a time-out (default 3; "
                                                         "preemptions are always requeued)")
     where.add_argument("--slurm-param", action="append", default=[], metavar="KEY=VALUE",
@@ -123,7 +129,7 @@ def _backend_options(args: argparse.Namespace, file_backend: dict) -> dict:
     flags = {"backend": "name", "workers": "workers", "gpus": "gpus", "partition": "partition",
              "gpus_per_job": "gpus_per_job", "cpus_per_job": "cpus_per_job", "mem_gb": "mem_gb", "time": "time",
              "account": "account", "qos": "qos", "max_running": "max_running", "max_requeues": "max_requeues",
-             "python": "python"}
+             "python": "python", "signal_delay": "signal_delay_s"}
     for flag, key in flags.items():
         value = getattr(args, flag)
         if value is not None:
@@ -146,7 +152,12 @@ def _backend_options(args: argparse.Namespace, file_backend: dict) -> dict:
     return opts
 
 
-def make_backend(opts: dict, sdir: str, name: str):
+def _int_or(value, default: int) -> int:
+    """A setting's number, ``default`` when it is not given (0 is a value: no GPU, no requeue)."""
+    return default if value is None else int(value)
+
+
+def make_backend(opts: dict, sdir: str):
     from .backends import LocalBackend, SlurmBackend, SubmititLocalBackend
 
     kind = opts.get("name") or "local"
@@ -162,7 +173,7 @@ def make_backend(opts: dict, sdir: str, name: str):
     if kind == "submitit-local":
         try:
             return SubmititLocalBackend(os.path.join(sdir, "submitit"), opts.get("workers"), gpus,
-                                        max_requeues=int(opts.get("max_requeues") or 3),
+                                        max_requeues=_int_or(opts.get("max_requeues"), 3),
                                         threads_per_job=opts.get("threads_per_job"))
         except ImportError:
             raise ValueError("the submitit-local backend needs submitit: pip install -e \".[slurm]\"") from None
@@ -172,12 +183,12 @@ def make_backend(opts: dict, sdir: str, name: str):
         except ImportError:
             raise ValueError("the slurm backend needs submitit: pip install -e \".[slurm]\"") from None
         return SlurmBackend(os.path.join(sdir, "submitit"), partition=opts.get("partition"),
-                            gpus_per_job=int(opts.get("gpus_per_job") or 1), cpus_per_job=opts.get("cpus_per_job"),
+                            gpus_per_job=_int_or(opts.get("gpus_per_job"), 1),
+                            cpus_per_job=opts.get("cpus_per_job"),
                             mem_gb=opts.get("mem_gb"), time=opts.get("time") or "24:00:00",
                             account=opts.get("account"), qos=opts.get("qos"), max_running=opts.get("max_running"),
-                            extra=opts.get("slurm_params"), max_requeues=int(opts.get("max_requeues") or 3),
-                            signal_delay_s=int(opts.get("signal_delay_s") or 120), job_name=f"sweep-{name}"[:60],
-                            setup=opts.get("setup"))
+                            extra=opts.get("slurm_params"), max_requeues=_int_or(opts.get("max_requeues"), 3),
+                            signal_delay_s=int(opts.get("signal_delay_s") or 120), setup=opts.get("setup"))
     raise ValueError(f"unknown backend {kind!r} (one of {', '.join(BACKENDS)})")
 
 
@@ -191,7 +202,7 @@ def _selection(plan) -> object:
     shots = {p: list(spec.shots_for(p)) for p in protocols}
     labels = {(j.trainer, j.folder): j.label for j in plan.jobs}
     return Selection(protocols=sorted(protocols), methods=methods, datasets=datasets, shots=shots,
-                     source=spec.source if protocols & {"xd", "dg"} else None, labels=labels)
+                     source=spec.source if protocols & {"xd", "dg"} else None, labels=labels, seeds=list(spec.seeds))
 
 
 def print_tables(root: str, compare: Sequence[str], table_dir: Optional[str], selection=None,
@@ -275,14 +286,17 @@ def _status(root_abs: str, names: Sequence[str], stream=None) -> int:
         jobs = [Job.from_dict(d) for d in state.get("jobs", [])]
         backend = None
         if (state.get("backend") or {}).get("name") == "slurm":
-            backend = SlurmBackend(state["backend"].get("folder") or os.path.join(sdir, "submitit"))
+            backend = SlurmBackend(state["backend"].get("folder") or os.path.join(sdir, "submitit"),
+                                   max_requeues=state["backend"].get("max_requeues", 3))
         observed = observe(jobs, sdir, state.get("submissions") or {}, backend)
-        result = SweepResult(jobs, {k: v[0] for k, v in observed.items()}, {k: v[1] for k, v in observed.items()})
+        for note in getattr(backend, "notes", ()):
+            print(f"note: {note}", file=stream)
         driver = state.get("driver") or {}
         alive = driver.get("host") == os.uname().nodename and pid_alive(driver.get("pid"))
+        result = SweepResult(jobs, {k: v[0] for k, v in observed.items()}, {k: v[1] for k, v in observed.items()},
+                             driver_alive=alive)
         backend_state = state.get("backend") or {}
-        par = len(backend_state.get("slots") or []) or \
-            int((backend_state.get("parameters") or {}).get("slurm_array_parallelism") or 1)
+        par = len(backend_state.get("slots") or []) or int(backend_state.get("max_running") or 1)
         counts = result.counts()
         eta = ""
         if counts.get("pending") or counts.get("running") or counts.get("queued"):
@@ -295,9 +309,18 @@ def _status(root_abs: str, names: Sequence[str], stream=None) -> int:
         for j in running[:20]:
             print(f"  {result.statuses[j.id]:7s} {j.id} {result.details.get(j.id, '')}", file=stream)
         report(result, sdir, stream)
-        if not result.complete:
-            code = 1
+        code = max(code, result.exit_code)
     return code
+
+
+def _status_command(args: argparse.Namespace, name: str) -> str:
+    """The ``--status`` command line of this sweep, to copy."""
+    import shlex
+
+    parts = ["python", "scripts/sweep.py", "--status", "--name", name]
+    if args.output:
+        parts += ["--output", args.output]
+    return shlex.join(parts)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -351,7 +374,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .engine import Engine, SweepBusy, report
 
     try:
-        backend = make_backend(backend_opts, sdir, name)
+        backend = make_backend(backend_opts, sdir)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -365,6 +388,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     report(result, sdir, out)
+    if result.detached and not result.interrupted:
+        print(f"Submitted; this command does not follow the jobs. Where they stand: {_status_command(args, name)}",
+              file=out)
     if not args.no_tables and (backend.name != "slurm" or backend_opts.get("follow", True)):
         print("", file=out)
         print_tables(paths.output_abs, args.compare, args.table_dir or os.path.join(sdir, "tables"),

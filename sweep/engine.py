@@ -8,21 +8,21 @@ Dependencies
 
     * local backends: the driver starts a job when a worker is free and its dependencies have
       finished (plan order: a test right after its training, so results come early).
-    * Slurm: everything is submitted at once and Slurm holds the tests: the jobs whose
-      dependencies have finished form one array; the tests of trainings in that array form
-      arrays aligned with it (task i of a test array is a test of training i) submitted with
-      ``--dependency=aftercorr:<array>`` (task i starts once task i of the training array
-      succeeded; a single job gets ``afterok:<id>``), and ``--kill-on-invalid-dep=yes`` cancels a
-      test whose training failed. Tests of trainings still queued from an earlier submission
-      get ``afterok:<that job>``. So the driver may exit (``--no-follow``, or a lost login
-      session) and the sweep still completes in order; the arrays' throttle
-      (``slurm_array_parallelism``) caps the running tasks of each array.
+    * Slurm: everything is submitted at once, one Slurm job per sweep job (its own name, see
+      :func:`sweep.backends.slurm_job_name`), and Slurm holds the tests: a test whose training is
+      submitted now or still held from an earlier submission gets ``afterok:<that job>`` and
+      ``--kill-on-invalid-dep=yes`` (cancelled if its training fails). ``--max-running N`` is N
+      chains of ``afterany`` dependencies over the whole sweep (:meth:`Engine._lanes`). So the
+      driver may exit (``--no-follow``, or a lost login session) and the sweep still completes in
+      order. Where each job stands comes from :func:`observe`.
 
 Rerunning a sweep
     Finished jobs (``results.json``) are skipped; jobs still run by a process of an earlier driver
     (its worker outlived it) are waited for, not started twice; interrupted ones run the same
     command again, which resumes from the last saved epoch; failed ones run again; inconsistent
     ones are reported and left alone (see :func:`sweep.state.check_results`).
+    On Slurm a job that Slurm still holds (pending, running, requeued, held) is never submitted
+    again, and a job is judged only by its latest submission.
 """
 from __future__ import annotations
 
@@ -34,9 +34,18 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, TextIO
 
-from .backends import SLURM_ACTIVE, Handle, Outcome, WatchHandle
+from .backends import (
+    SLURM_ACTIVE,
+    SLURM_ENDED,
+    SLURM_RUNNING,
+    Handle,
+    Outcome,
+    WatchHandle,
+    slurm_job_name,
+    submitit_log,
+)
 from .jobs import Job
-from .runner import REQUEUED, TrainPyCall, default_python
+from .runner import INTERRUPTED, REQUEUED, TrainPyCall, default_python
 from .state import (
     BLOCKED,
     DONE,
@@ -79,6 +88,8 @@ class SweepResult:
     logs: dict[str, str] = field(default_factory=dict)
     started: list[str] = field(default_factory=list)            # ids started by this run
     interrupted: bool = False
+    detached: bool = False          # Slurm: the driver left (--no-follow); the jobs go on without it
+    driver_alive: bool = False      # --status: a driver still runs the pending jobs
 
     def counts(self) -> Counter:
         return Counter(self.statuses.values())
@@ -88,10 +99,26 @@ class SweepResult:
         return all(s == DONE for s in self.statuses.values())
 
     @property
+    def broken(self) -> bool:
+        """Some job failed, is blocked or inconsistent: it needs the user (or a rerun)."""
+        return any(s in (FAILED, BLOCKED, INCONSISTENT) for s in self.statuses.values())
+
+    @property
+    def healthy(self) -> bool:
+        """Not complete, but every unfinished job is queued or running (or a live driver will start it)."""
+        unfinished = [s for s in self.statuses.values() if s != DONE]
+        allowed = (QUEUED, RUNNING, PENDING) if self.driver_alive else (QUEUED, RUNNING)
+        return bool(unfinished) and all(s in allowed for s in unfinished)
+
+    @property
     def exit_code(self) -> int:
+        """0 complete or healthy (running, queued), 1 failed / blocked / inconsistent / left
+        unfinished with nothing to run it, 130 interrupted."""
         if self.interrupted:
             return 130
-        return 0 if self.complete else 1
+        if self.complete or (not self.broken and self.healthy):
+            return 0
+        return 1
 
 
 def summary_line(name: str, counts: Counter, total: int, elapsed: Optional[float] = None,
@@ -257,6 +284,7 @@ class Engine:
                 return self._run_slurm()
             return self._run_local()
         finally:
+            self.save_state(driver=None)            # --status: no driver runs this sweep any more
             os.close(lock)
 
     def _initial(self) -> tuple[dict[str, str], dict[str, str]]:
@@ -387,75 +415,80 @@ class Engine:
                 "started": result.started}
 
     # ---- Slurm -------------------------------------------------------------------------------
+    def _note_backend(self) -> None:
+        """What the backend has to say once (sacct unavailable), printed once per driver."""
+        for note in getattr(self.backend, "notes", ()):
+            if note not in self._noted:
+                self._noted.add(note)
+                self._event_line(f"  note: {note}")
+
     def _run_slurm(self) -> SweepResult:
-        statuses, details = self._initial()
-        result = SweepResult(self.jobs, statuses, details)
+        self._noted: set[str] = set()
         t0 = time.time()
-        # Jobs still queued or running from an earlier submission are not submitted again.
-        earlier = {jid: bid for jid, bid in self.submissions.items()
-                   if jid in statuses and statuses[jid] in (PENDING, RUNNING)}
-        active: dict[str, str] = {}
-        if earlier:
-            states = self.backend.states(list(earlier.values()))
-            for jid, bid in earlier.items():
-                if states.get(bid, "UNKNOWN").split()[0] in SLURM_ACTIVE:
-                    active[jid] = bid
-                    statuses[jid] = QUEUED if states[bid].startswith("PENDING") else RUNNING
-        to_run = [j for j in self.jobs if statuses[j.id] == PENDING]
-        roots = [j for j in to_run if all(statuses.get(d) == DONE for d in j.deps)]
-        root_ids = {j.id for j in roots}
-        children: dict[str, list[Job]] = defaultdict(list)
-        on_active: dict[str, list[Job]] = defaultdict(list)
-        for job in to_run:
-            if job.id in root_ids:
-                continue
-            dep = next(d for d in job.deps if statuses.get(d) != DONE)
-            if dep in root_ids:
-                children[dep].append(job)
-            elif dep in active:
-                on_active[active[dep]].append(job)
-            else:
-                statuses[job.id] = BLOCKED
-                details[job.id] = f"its dependency {dep} is {statuses.get(dep)}"
-        # Trainings with tests first, most tests first: test layer k is then a prefix of the array.
-        with_children = sorted((j for j in roots if children.get(j.id)), key=lambda j: -len(children[j.id]))
-        ordered = with_children + [j for j in roots if not children.get(j.id)]
+        observed = observe(self.jobs, self.sdir, self.submissions, self.backend)
+        self._note_backend()
+        statuses = {k: v[0] for k, v in observed.items()}
+        details = {k: v[1] for k, v in observed.items() if v[1]}
+        for job in self.jobs:
+            if statuses[job.id] == DONE:
+                self._emit("skip", job)
+        result = SweepResult(self.jobs, statuses, details)
+        # A job Slurm still holds (pending, running, requeued, held) is never submitted again.
+        held = {jid: self.submissions[jid] for jid, st in statuses.items() if st in (QUEUED, RUNNING)
+                and jid in self.submissions}
+        for jid, st in statuses.items():
+            if st in (FAILED, BLOCKED) or (st == PENDING and jid not in held):
+                statuses[jid] = PENDING                         # failed / blocked / never run: run again
+                details.pop(jid, None)
+        lanes = self._lanes(held)
         submitted: list[tuple[Job, str]] = []
         try:
-            ids = self.backend.submit([self.call(j) for j in ordered])
-            submitted += list(zip(ordered, ids))
-            for k in range(max((len(v) for v in children.values()), default=0)):
-                layer_roots = [j for j in with_children if len(children[j.id]) > k]
-                layer = [children[j.id][k] for j in layer_roots]
-                root_bids = [ids[ordered.index(j)] for j in layer_roots]
-                if len(layer) == 1:
-                    dependency = f"afterok:{root_bids[0]}"
-                else:
-                    dependency = f"aftercorr:{root_bids[0].split('_')[0]}"
-                submitted += list(zip(layer, self.backend.submit([self.call(j) for j in layer], dependency)))
-            for bid, jobs in on_active.items():
-                submitted += list(zip(jobs, self.backend.submit([self.call(j) for j in jobs], f"afterok:{bid}")))
-        finally:
-            for job, bid in submitted:
+            for job in self.jobs:                               # plan order: a training before its tests
+                if statuses[job.id] != PENDING:
+                    continue
+                after = []
+                for dep in job.deps:
+                    if statuses.get(dep) == DONE:
+                        continue
+                    if statuses.get(dep) in (QUEUED, RUNNING) and dep in self.submissions:
+                        after.append(f"afterok:{self.submissions[dep]}")
+                    else:
+                        statuses[job.id] = BLOCKED
+                        details[job.id] = f"its dependency {dep} is {statuses.get(dep)}"
+                        break
+                if statuses[job.id] == BLOCKED:
+                    continue
+                lane = None
+                if lanes is not None:
+                    lane = min(range(len(lanes)), key=lambda i: len(lanes[i]))   # least busy lane
+                    if lanes[lane]:
+                        after += [f"afterany:{b}" for b in lanes[lane]]
+                bid = self.backend.submit(self.call(job), slurm_job_name(job), ",".join(after) or None)
+                if lane is not None:
+                    lanes[lane] = [bid]
+                submitted.append((job, bid))
                 self.submissions[job.id] = bid
                 statuses[job.id] = QUEUED
                 result.started.append(job.id)
-            self.save_state(last_submission={"time": time.time(), "jobs": len(submitted)})
+        finally:
+            self.save_state(last_submission={"time": time.time(), "jobs": len(submitted)},
+                            lanes=lanes)
         if submitted:
-            arrays = sorted({bid.split("_")[0] for _, bid in submitted})
-            self._event_line(f"  submitted {len(submitted)} jobs to Slurm (job ids {', '.join(arrays)}); "
+            first, last = submitted[0][1], submitted[-1][1]
+            ids = first if first == last else f"{first} to {last}"
+            self._event_line(f"  submitted {len(submitted)} jobs to Slurm (job ids {ids}); "
                              f"submitit folder {self.backend.folder}")
+        elif held:
+            self._event_line(f"  nothing to submit: {len(held)} jobs are still queued or running on Slurm")
+        block_dependents(self.jobs, statuses, details)
         if not self.follow:
-            self.progress.update(summary_line(self.name, Counter(statuses.values()), len(self.jobs)), None)
-            self.progress.close()
-            self._event_line(f"  not following: python scripts/sweep.py --status --output ... --name {self.name} "
-                             "shows where it stands")
-            result.interrupted = False
+            result.detached = True
             return result
         done_seconds = durations(self.jobs, self.sdir)
         try:
             while True:
                 observed = observe(self.jobs, self.sdir, self.submissions, self.backend)
+                self._note_backend()
                 for jid, (st, why) in observed.items():
                     if st != statuses.get(jid):
                         job = self.by_id[jid]
@@ -465,9 +498,13 @@ class Engine:
                         elif st == FAILED:
                             self._event_line(f"  FAILED {jid}: {why.splitlines()[0] if why else ''}")
                             result.logs[jid] = log_path(self.sdir, job)
+                        elif st == RUNNING:
+                            self._event_line(f"  start {jid} (job {self.submissions.get(jid)})")
                         statuses[jid] = st
-                        if why:
-                            details[jid] = why
+                    if why:
+                        details[jid] = why
+                    else:
+                        details.pop(jid, None)
                 done_seconds.update(durations([j for j in self.jobs if statuses[j.id] == DONE], self.sdir))
                 started_at = {j.id: (RunRecord(run_record_path(self.sdir, j), j.id).last or {}).get("start") or t0
                               for j in self.jobs if statuses[j.id] == RUNNING}
@@ -478,18 +515,96 @@ class Engine:
         except KeyboardInterrupt:
             self.progress.close()
             self._event_line("  stopped following; the Slurm jobs keep running (--status shows them)")
-            result.interrupted = True
+            result.detached = result.interrupted = True
         self.progress.close()
         self.save_state(last_run=self._run_summary(result, t0))
         return result
 
+    def _lanes(self, held: dict[str, str]) -> Optional[list[list[str]]]:
+        """``--max-running N`` over the whole sweep: N lanes, each new job submitted ``afterany`` the
+        last job of the least busy lane, so at most N jobs of the sweep run at once. The jobs
+        still held from an earlier submission start the lanes (shared out in turn), so a rerun
+        adds to them instead of running N more."""
+        n = getattr(self.backend, "max_running", None)
+        if not n:
+            return None
+        lanes: list[list[str]] = [[] for _ in range(int(n))]
+        for i, bid in enumerate(sorted(held.values(), key=_bid_key)):
+            lanes[i % len(lanes)].append(bid)
+        return lanes
+
+
+def _bid_key(bid: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else 0 for p in str(bid).split("_"))
+
+
+def _attempts_of(record: RunRecord, bid: str) -> list[dict]:
+    """The attempts that ran as Slurm job ``bid`` (several when it was requeued)."""
+    return [a for a in record.attempts if str(a.get("backend_id")) == str(bid)]
+
+
+def _slurm_outcome(job: Job, sdir: str, bid: str, sstate: str, record: RunRecord, backend) -> tuple[str, str]:
+    """State and reason of a job whose latest submission ``bid`` Slurm no longer holds, judged by
+    that submission only (an earlier attempt's record never decides). Writes the true end of the
+    attempt into the run record when its own process could not (killed, timed out)."""
+    mine = _attempts_of(record, bid)
+    last = mine[-1] if mine else None
+    sub_log = submitit_log(getattr(backend, "folder", os.path.join(sdir, "submitit")), bid)
+    not_requeued = ""
+    for ln in tail(sub_log, 40):
+        if "Job not requeued because:" in ln:
+            not_requeued = ln.split("Job not requeued because:", 1)[1].strip().rstrip(".")
+    if last is None:
+        if sstate == "CANCELLED" and job.deps:
+            return BLOCKED, f"Slurm cancelled job {bid} before it started (its dependency failed)"
+        if sstate in SLURM_ENDED:
+            return FAILED, f"{job.id}: {SLURM_ENDED[sstate]} before it started (Slurm {sstate}, job {bid})"
+        if sstate == "COMPLETED":
+            return FAILED, f"{job.id}: Slurm job {bid} ended without running train.py; submitit log: {sub_log}"
+        return PENDING, f"Slurm no longer knows job {bid} and it never started: rerun to submit it again"
+    status = last.get("status")
+    if status == RUNNING and last.get("host") == os.uname().nodename and RunRecord(record.path, job.id).live():
+        return RUNNING, ""
+    if "too many times" in not_requeued or (sstate == "TIMEOUT"):
+        limit = getattr(backend, "max_requeues", None)
+        why = (f"time-outs exhausted: hit the time limit {len(mine)} times"
+               + (f" (--max-requeues {limit})" if limit is not None else "") + "; raise --time")
+    elif sstate in SLURM_ENDED and sstate != "FAILED":
+        why = f"{SLURM_ENDED[sstate]} (Slurm {sstate}, job {bid})"
+        if last.get("rc") is not None:
+            why += f"; train.py stopped with exit code {last.get('rc')}"
+    elif status == FAILED:
+        why = last.get("error") or f"exit code {last.get('rc')}"
+        why = why if why.startswith("train.py") or why.startswith("dependency") else f"train.py failed ({why})"
+    elif sstate in ("UNKNOWN", "") and status in (RUNNING, REQUEUED, INTERRUPTED):
+        why = f"stopped without finishing (Slurm no longer knows job {bid}); it runs again when rerun"
+    else:
+        why = f"ended without results.json (Slurm {sstate or 'state unknown'}, job {bid}, last attempt {status})"
+    if status != FAILED or last.get("error") != why:
+        fields = {"status": FAILED, "error": why, "slurm_state": sstate}
+        if not last.get("end"):
+            fields["end"] = time.time()
+        _update_attempt(record, last, fields)
+    return FAILED, f"{job.id}: {why}; log: {last.get('log')}"
+
+
+def _update_attempt(record: RunRecord, attempt: dict, fields: dict) -> None:
+    fresh = RunRecord(record.path, record.data.get("id", ""))
+    for a in fresh.attempts:
+        if a.get("start") == attempt.get("start") and a.get("backend_id") == attempt.get("backend_id"):
+            a.update(fields)
+            fresh.save()
+            return
+
 
 def observe(jobs: Sequence[Job], sdir: str, submissions: dict[str, str], backend=None) -> dict[str, tuple[str, str]]:
     """Where each job stands now, from the disk (results.json, the run records, the lock of a
-    running train.py) and, for Slurm jobs, sacct. Used by ``--status`` and while following."""
+    running train.py) and, for Slurm jobs, Slurm itself (``squeue``, ``sacct`` when it answers).
+    A Slurm job is judged by its latest submission only. Used by ``--status`` and while following."""
     by_id = {j.id: j for j in jobs}
+    slurm = backend is not None and getattr(backend, "follows_dependencies", False)
     slurm_states: dict[str, str] = {}
-    if backend is not None and getattr(backend, "follows_dependencies", False):
+    if slurm:
         pending_ids = [submissions[j.id] for j in jobs
                        if j.id in submissions and not os.path.isfile(j.results_path)]
         if pending_ids:
@@ -501,25 +616,23 @@ def observe(jobs: Sequence[Job], sdir: str, submissions: dict[str, str], backend
             out[job.id] = (a.state, a.reason)
             continue
         record = RunRecord(run_record_path(sdir, job), job.id)
+        bid = submissions.get(job.id)
+        if slurm and bid:
+            sstate = slurm_states.get(bid, "UNKNOWN")
+            if sstate in SLURM_ACTIVE:
+                mine = _attempts_of(record, bid)
+                running = sstate in SLURM_RUNNING and not (mine and mine[-1].get("status") == REQUEUED)
+                out[job.id] = (RUNNING if running else QUEUED, f"Slurm {sstate} (job {bid})")
+            else:
+                out[job.id] = _slurm_outcome(job, sdir, bid, sstate, record, backend)
+            continue
         last = record.last or {}
         holder = lock_holder(job.dir)
-        bid = submissions.get(job.id)
-        sstate = slurm_states.get(bid, "").split()[0] if bid else ""
         if holder or record.live():
             out[job.id] = (RUNNING, holder or "")
-        elif sstate in SLURM_ACTIVE:
-            running = sstate in ("RUNNING", "COMPLETING", "CONFIGURING")
-            out[job.id] = (RUNNING if running else QUEUED, f"Slurm {sstate} ({bid})")
         elif last.get("status") == FAILED:
             error = last.get("error") or f"exit code {last.get('rc')}"
             out[job.id] = (FAILED, f"{job.id}: {error}; log: {last.get('log')}")
-        elif sstate and sstate not in ("UNKNOWN", "COMPLETED"):
-            cancelled = sstate.startswith("CANCELLED") and not last
-            out[job.id] = (BLOCKED if cancelled else FAILED, f"Slurm {sstate} ({bid})")
-        elif bid and last.get("status") in (RUNNING, REQUEUED) and last.get("host") != os.uname().nodename:
-            out[job.id] = (RUNNING, f"per its record, on {last.get('host')} ({bid})")
-        elif bid and not last and sstate in ("", "UNKNOWN"):
-            out[job.id] = (QUEUED, f"submitted as {bid}; Slurm state unknown")
         else:
             out[job.id] = (PENDING, "")
     statuses = {k: v[0] for k, v in out.items()}
@@ -563,8 +676,12 @@ def report(result: SweepResult, sdir: str, stream: Optional[TextIO] = None, line
         print("Complete: every job has its results.json.", file=stream)
     elif result.interrupted:
         print("Interrupted: rerun the same command to continue.", file=stream)
-    else:
+    elif result.broken or not result.healthy:
         print("Incomplete: rerun the same command to run what is missing or failed.", file=stream)
+    else:
+        active = sum(1 for s in result.statuses.values() if s in (QUEUED, RUNNING, PENDING))
+        print(f"Running: {active} jobs queued or running. Follow with --status (or the same command, which "
+              "submits nothing that is still queued or running).", file=stream)
 
 
 class SweepBusy(RuntimeError):

@@ -1,12 +1,13 @@
-"""The code that runs one job wherever it runs: a local worker, a submitit job, a Slurm array task.
+"""The code that runs one job wherever it runs: a local worker, a submitit job, a Slurm job.
 
 :class:`TrainPyCall` is a picklable callable (what submitit pickles and runs). It
 
 1. stops at once when a dependency has no ``results.json`` (so a test never starts before its
    training finished, whatever the backend);
 2. skips a job whose ``results.json`` exists (as the scripts: "Oops! The results exist at ...");
-3. runs ``$PYTHON train.py ...`` from the repository root, appending its output to the job's log,
-   and records the attempt in ``runs/<job>.json``;
+3. runs ``$PYTHON train.py ...`` from the repository root, its output in a log of its own per
+   attempt (the latest linked from the job's usual log path), and records the attempt in
+   ``runs/<job>.json``;
 4. fails (raises :class:`JobFailed`) when train.py fails or writes no ``results.json``, so that
    Slurm's ``afterok``/``aftercorr`` keep the job's tests from running.
 
@@ -27,7 +28,7 @@ from typing import Any, Optional
 
 from .jobs import Job
 from .spec import REPO_ROOT
-from .state import DONE, FAILED, RUNNING, RunRecord, log_path, pid_alive, run_record_path, tail
+from .state import DONE, FAILED, RUNNING, RunRecord, log_path, new_attempt_log, pid_alive, run_record_path, tail
 
 SKIPPED = "skipped"
 INTERRUPTED = "interrupted"
@@ -86,8 +87,8 @@ class TrainPyCall:
         if os.path.isfile(job.results_path):
             return {"id": job.id, "status": SKIPPED, "seconds": 0.0}
         command = job.command(self.python)
+        log = new_attempt_log(self.state_dir, job)
         attempt = record.start(log, _backend_id(), shlex.join(command))
-        os.makedirs(os.path.dirname(log), exist_ok=True)
         env = dict(os.environ)
         env.update(self.env)
         start = time.time()
@@ -152,9 +153,11 @@ class TrainPyCall:
         when the same command runs again) and requeue this same call."""
         from submitit.helpers import DelayedSubmission
 
+        running = self._proc is not None and self._proc.returncode is None
         self._stopped = True
         self._terminate()
-        RunRecord(run_record_path(self.state_dir, self.job), self.job.id).update(status=REQUEUED, end=time.time())
+        if running:         # a signal after train.py ended leaves its attempt's status as it is
+            RunRecord(run_record_path(self.state_dir, self.job), self.job.id).update(status=REQUEUED, end=time.time())
         return DelayedSubmission(TrainPyCall(self.job, self.state_dir, self.python, self.deps, self.env),
                                  *args, **kwargs)
 

@@ -5,9 +5,10 @@
 * ``state.json``: the sweep (spec, backend, the job list with commands and dependencies, and the
   backend ids of submitted jobs), written atomically by the driver;
 * ``runs/<job>.json``: one record per job, written atomically by the process that runs it (the
-  driver's worker, a submitit job, a Slurm array task): its attempts (host, PIDs, start, end, exit
+  driver's worker, a submitit job, a Slurm job): its attempts (host, PIDs, start, end, exit
   code), so durations, failures and live runs are known without the driver;
-* ``logs/<job>.log``: what ``train.py`` printed, every attempt appended;
+* ``logs/<job>.<n>.log``: what ``train.py`` printed in attempt n (one file per attempt), the latest
+  linked from ``logs/<job>.log``;
 * ``submitit/<job id>/``: submitit's own files (submission script, pickles, its logs);
 * ``tables/``: the CSV and JSON tables.
 
@@ -63,7 +64,30 @@ def run_record_path(sdir: str, job: Job) -> str:
 
 
 def log_path(sdir: str, job: Job) -> str:
+    """The job's usual log: a link to the log of its latest attempt."""
     return os.path.join(sdir, "logs", job.slug + ".log")
+
+
+def new_attempt_log(sdir: str, job: Job) -> str:
+    """A fresh log file for one attempt (``logs/<job>.<n>.log``, never shared by two attempts, even
+    two running at once), linked from :func:`log_path`. A log of the older layout (every attempt
+    appended to ``logs/<job>.log``) is kept as ``logs/<job>.0.log``."""
+    link = log_path(sdir, job)
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if os.path.isfile(link) and not os.path.islink(link):
+        os.replace(link, os.path.join(os.path.dirname(link), f"{job.slug}.0.log"))
+    n = 1
+    while True:
+        path = os.path.join(os.path.dirname(link), f"{job.slug}.{n}.log")
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            break
+        except FileExistsError:
+            n += 1
+    tmp = f"{link}.{os.getpid()}.tmp"
+    os.symlink(os.path.basename(path), tmp)
+    os.replace(tmp, link)
+    return path
 
 
 def hostname() -> str:

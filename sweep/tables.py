@@ -357,6 +357,7 @@ class Table:
     rows: list[dict]
     derived: set = field(default_factory=set)      # columns that are computed (HM): no std, no seeds
     notes: list[str] = field(default_factory=list)
+    seeds: list[str] = field(default_factory=list)  # the seed folders asked for (Seeds column: found/asked)
 
 
 def _value(v) -> Optional[float]:
@@ -566,6 +567,7 @@ class Selection:
     shots: Optional[dict] = None                                 # protocol -> shot counts
     source: Optional[str] = None
     labels: Optional[dict] = None                                # (trainer, folder) -> row label
+    seeds: Optional[Sequence[int]] = None                        # the seeds asked for (else: those found)
 
 
 def build_tables(tree: Tree, others: Sequence[Tree] = (), sel: Optional[Selection] = None) -> list[Table]:
@@ -628,6 +630,7 @@ def build_tables(tree: Tree, others: Sequence[Tree] = (), sel: Optional[Selectio
                 ds = (sel.datasets or {}).get("zeroshot") or dataset_order(found[cfg])
                 tables.append(zeroshot_table(trees, cfg, ds))
     for t in tables:
+        _count_seeds(t, sel.seeds)
         label = (sel.labels or {}).get((t.method.get("trainer"), t.method.get("folder")))
         if label and label != f"{t.method.get('trainer')}/{t.method.get('folder')}":
             head, _, rest = t.title.partition(": ")
@@ -643,9 +646,40 @@ def _headers(table: Table) -> list[str]:
     return heads
 
 
-def _seeds(cells: dict, columns: Sequence[str], derived: set) -> str:
-    ns = [str(cells[c].n) if isinstance(cells.get(c), Cell) else "0" for c in columns if c not in derived]
-    return "/".join(ns) if any(n != "0" for n in ns) else ""
+def _count_seeds(table: Table, asked: Optional[Sequence[int]]) -> None:
+    """The seeds each cell should have: those asked for (a sweep), else every seed found in the
+    table; the missing ones are listed under it. Zero-shot cells have no seeds."""
+    if table.protocol == "zeroshot":
+        return
+    ours = table.trees[0]
+    cells = [(row["name"], c, row["cells"].get(ours, {}).get(c)) for row in table.rows if row["kind"] == "dataset"
+             for c in table.columns if c not in table.derived]
+    found = {r for _, _, v in cells if isinstance(v, Cell) for r in v.runs}
+    names = [f"seed{s}" for s in asked] if asked else sorted(found, key=lambda r: (len(r), r))
+    table.seeds = names
+    missing = []
+    for dataset, col, v in cells:
+        have = set(v.runs) if isinstance(v, Cell) else set()
+        lost = [n for n in names if n not in have]
+        if lost:
+            missing.append(f"{dataset} {col}: {', '.join(lost)}")
+    if missing:
+        shown = "; ".join(missing[:12]) + (f"; and {len(missing) - 12} more" if len(missing) > 12 else "")
+        table.notes.append(f"missing seeds (of {', '.join(names)}): {shown}")
+
+
+def _seeds(cells: dict, table: Table) -> str:
+    """``found/asked`` (one number per column where the columns differ)."""
+    columns = [c for c in table.columns if c not in table.derived]
+    asked = set(table.seeds)
+    ns = {c: (len(asked & set(cells[c].runs)) if asked else cells[c].n) if isinstance(cells.get(c), Cell) else 0
+          for c in columns}
+    if not any(ns.values()):
+        return ""
+    total = f"/{len(asked)}" if asked else ""
+    if len(set(ns.values())) == 1:
+        return f"{next(iter(ns.values()))}{total}"
+    return ", ".join(f"{c} {n}{total}" for c, n in ns.items())
 
 
 def to_markdown(table: Table) -> str:
@@ -656,7 +690,7 @@ def to_markdown(table: Table) -> str:
     for row in table.rows:
         mine = row["cells"].get(ours, {})
         line = [row["name"]] + [_fmt(mine.get(c)) for c in table.columns]
-        line.append("" if row["kind"] == "average" else _seeds(mine, table.columns, table.derived))
+        line.append("" if row["kind"] == "average" else _seeds(mine, table))
         for label in table.trees[1:]:
             theirs = row["cells"].get(label, {})
             line += [_fmt(theirs.get(c)) for c in table.columns]

@@ -266,6 +266,21 @@ def test_base2new_table_equals_parse_test_res(tmp_path, capsys):
     assert data[0]["rows"][0]["cells"]["ours"]["Base"]["values"] == [70.0, 72.0]
 
 
+def test_seeds_column_counts_the_seeds_asked_and_lists_the_missing_ones(tmp_path):
+    root = str(tmp_path / "out")
+    _b2n_tree(root, values={"dtd": ([70.0, 72.0], [60.0]), "eurosat": ([90.0], [50.0])})
+    sel = tables.Selection(datasets={"base2new": ["dtd", "eurosat"]}, seeds=[1, 2])
+    md = tables.to_markdown(tables.build_tables(tables.Tree(root), sel=sel)[0])
+    rows = {line.split("|")[1].strip(): line.split("|")[-2].strip()
+            for line in md.splitlines() if line.startswith("| ")}
+    assert rows["dtd"] == "Base 2/2, Novel 1/2" and rows["eurosat"] == "1/2"
+    assert "missing seeds (of seed1, seed2): dtd Novel: seed2; eurosat Base: seed2; eurosat Novel: seed2" in md
+    # --table over a tree (no sweep): the seeds found anywhere in the table are the ones expected.
+    md = tables.to_markdown(tables.build_tables(tables.Tree(root), sel=tables.Selection(datasets={
+        "base2new": ["dtd", "eurosat"]}))[0])
+    assert "| eurosat " in md and "missing seeds (of seed1, seed2)" in md
+
+
 def test_dataset_specific_default_config_is_one_table_row(tmp_path):
     """CoOp's base-to-novel default has its own ImageNet recipe: the sweep runs each dataset with the
     config the scripts pick, and the tables put both folders in one row with an 11-dataset average."""
@@ -423,61 +438,57 @@ def _fake_slurm_bin(tmp_path):
     return bin_dir
 
 
-def test_slurm_submission_parameters_throttle_requeue_and_dependencies(tmp_path, monkeypatch, capsys):
+def test_slurm_submission_parameters_a_test_cluster_cannot_check(tmp_path, monkeypatch, capsys):
+    """What the single-node test cluster (tests/test_slurm_cluster.py) cannot check, with a fake
+    sbatch: partition, account, QOS, memory, CPUs, a constraint and a GPU line reach the sbatch
+    script (the test cluster has none of those partitions, accounts or GPUs); a GPU option given
+    through --slurm-param replaces ours instead of adding a second line."""
     monkeypatch.setenv("PATH", f"{_fake_slurm_bin(tmp_path)}:{os.environ['PATH']}")
     out = str(tmp_path / "out")
-    argv = ["--protocol", "base2new", "--trainers", "MMLoP", "ZeroshotCLIP", "--datasets", "synthetic_clean",
-            "synthetic_fog", "--seeds", "1", "2", "--shots", "1", "--data", str(tmp_path / "data"), "--output", out,
+    argv = ["--protocol", "base2new", "--trainers", "MMLoP", "--datasets", "synthetic_clean", "--seeds", "1",
+            "--shots", "1", "--data", str(tmp_path / "data"), "--output", out,
             "--backend", "slurm", "--partition", "gpu", "--gpus-per-job", "1", "--cpus-per-job", "8", "--mem-gb", "32",
-            "--time", "1:30:00", "--account", "proj", "--qos", "high", "--max-running", "3",
+            "--time", "1:30:00", "--account", "proj", "--qos", "high", "--signal-delay", "300",
             "--slurm-param", "constraint=a100", "--no-follow", "--name", "b2n"]
-    assert cli.main(argv) == 1                         # submitted, not finished
-    assert "submitted 16 jobs to Slurm" in capsys.readouterr().out
-    first, second = (tmp_path / "sbatch_1001.sh").read_text(), (tmp_path / "sbatch_1002.sh").read_text()
-    assert not (tmp_path / "sbatch_1003.sh").exists()
-    for flag in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=32GB", "--time=90",
-                 "--account=proj", "--qos=high", "--constraint=a100", "--requeue", "--signal=USR2@120",
-                 "--array=0-11%3"):
-        assert f"#SBATCH {flag}\n" in first, flag
-    assert "dependency" not in first
-    # The 4 MMLoP tests wait for the MMLoP trainings, task by task.
-    assert "#SBATCH --array=0-3%3\n" in second and "#SBATCH --dependency=aftercorr:1001\n" in second
-    assert "#SBATCH --kill-on-invalid-dep=yes\n" in second
-    sdir = os.path.join(out, ".sweep", "b2n")
-    # submitit's log folder per job (per array task), under the sweep's state folder
-    assert f"#SBATCH --output={sdir}/submitit/%A_%a/%A_%a_0_log.out\n" in first
-
-    def task_call(array, i):
-        with open(os.path.join(sdir, "submitit", f"{array}_{i}", f"{array}_{i}_submitted.pkl"), "rb") as f:
-            return pickle.load(f).function
-
-    trains = [task_call(1001, i) for i in range(12)]
-    tests = [task_call(1002, i) for i in range(4)]
-    for i, call in enumerate(tests):
-        assert call.job.kind == "test" and call.job.deps == (trains[i].job.id,)
-        assert call.deps == (trains[i].job.results_path,)
-    assert all(isinstance(c, TrainPyCall) and hasattr(c, "checkpoint") for c in trains)
-    state = json.load(open(os.path.join(sdir, "state.json")))
-    assert state["submissions"][tests[0].job.id] == "1002_0"
-    assert state["backend"]["parameters"]["slurm_array_parallelism"] == 3
-    # A second run submits nothing new while the first submission is queued (sacct says so).
-    (tmp_path / "bin" / "sacct").write_text("#!/bin/sh\necho 'JobID|State|NodeList'\n"
-                                            "echo '1001_[0-11%3]|PENDING|None'\necho '1002_[0-3%3]|PENDING|None'\n")
-    (tmp_path / "bin" / "sacct").chmod(0o755)
-    assert cli.main(argv) == 1
-    assert not (tmp_path / "sbatch_1003.sh").exists()
-    assert cli.main(["--status", "--output", out, "--name", "b2n"]) == 1
+    assert cli.main(argv) == 0                         # submitted: nothing failed
     text = capsys.readouterr().out
-    assert "0/16 done" in text and "16 queued" in text
+    assert "submitted 2 jobs to Slurm" in text and "--status --name b2n --output" in text
+    first = (tmp_path / "sbatch_1001.sh").read_text()
+    for flag in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=32GB", "--time=90",
+                 "--account=proj", "--qos=high", "--constraint=a100", "--requeue", "--signal=USR2@300",
+                 "--job-name=mmlop/base2new/MMLoP/synthetic_clean/seed1/train"):
+        assert f"#SBATCH {flag}\n" in first, flag
+    sdir = os.path.join(out, ".sweep", "b2n")
+    assert f"#SBATCH --output={sdir}/submitit/%j/%j_0_log.out\n" in first
+    # --slurm-param gpus-per-node=2 is the only GPU line.
+    out2 = str(tmp_path / "out2")
+    argv2 = [a if a != out else out2 for a in argv] + ["--slurm-param", "gpus-per-node=2"]
+    assert cli.main(argv2) == 0
+    third = (tmp_path / "sbatch_1003.sh").read_text()
+    assert [ln for ln in third.splitlines() if "gpu" in ln and "partition" not in ln] == ["#SBATCH --gpus-per-node=2"]
 
 
 def test_backend_parameters_as_submitit_gets_them(tmp_path):
     b = SlurmBackend(str(tmp_path), partition="p", gpus_per_job=2, time="2:00:00", max_running=5, qos="q")
-    params = b.parameters(dependency="afterok:7")
+    params = b.parameters("mmlop/x", dependency="afterok:7")
     assert params["slurm_partition"] == "p" and params["gpus_per_node"] == 2 and params["timeout_min"] == 120
-    assert params["slurm_array_parallelism"] == 5 and params["slurm_qos"] == "q"
+    assert params["slurm_qos"] == "q" and params["name"] == "mmlop/x"
     assert params["slurm_additional_parameters"] == {"requeue": True, "kill-on-invalid-dep": "yes"}
     assert params["slurm_dependency"] == "afterok:7" and b.max_requeues == 3
+    assert "gpus_per_node" not in SlurmBackend(str(tmp_path), gpus_per_job=0).parameters()
+
+
+def test_a_time_limit_without_room_to_run_is_refused_before_submitting(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", f"{_fake_slurm_bin(tmp_path)}:{os.environ['PATH']}")
+    argv = ["--protocol", "base2new", "--trainers", "MMLoP", "--datasets", "synthetic_clean", "--seeds", "1",
+            "--shots", "1", "--data", str(tmp_path / "data"), "--output", str(tmp_path / "out"),
+            "--backend", "slurm", "--time", "3", "--no-follow", "--name", "b2n"]
+    assert cli.main(argv) == 2                          # 180 s < 2 x the default 120 s delay
+    err = capsys.readouterr().err
+    assert err.startswith("error: --time 3 (180 s) leaves too little to run") and "--signal-delay" in err
+    assert not (tmp_path / "count").exists()           # nothing submitted
+    assert cli.main(argv + ["--signal-delay", "60"]) == 0
+    assert (tmp_path / "count").read_text().strip() == "1002"
 
 
 FAKE_TRAIN = """\
