@@ -392,7 +392,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI size: one dataset (synthetic_fog), 2 seeds, 3 methods")
     parser.add_argument("--ablation", action="store_true", help="run MMLoP's ablation rows instead of the methods")
     parser.add_argument("--full", action="store_true",
-                        help="the whole proxy benchmark: every protocol, every method with a tiny config (see --protocol)")
+                        help="the whole proxy benchmark: every protocol, every method (see --protocol)")
     parser.add_argument("--protocol", nargs="+", choices=list(P.PROTOCOLS),
                         help="run only these parts of the full benchmark (implies --full)")
     parser.add_argument("--seeds", type=int, nargs="+",
