@@ -78,9 +78,14 @@ MODES = {                                  # (truncate_text, cache_text, shared_
     "trunc": (True, True, False),
     "all": (True, True, True),
 }
-LABELS = {"reference": "reference (upstream: 77 rows, text per test batch)",
-          "trunc": "trunc (truncation + text cache)", "all": "all on (+ shared prefix; default)",
-          "image": "later test batch (text cached: image tower only)"}
+LABELS = {
+    "train": {"reference": "reference (upstream: 77 rows)", "trunc": "trunc (truncation + text cache)",
+              "all": "all on (+ shared prefix; default)"},
+    "eval": {"reference": "reference: class text (77 rows), recomputed for every test batch",
+             "trunc": "trunc: class text, once per evaluation",
+             "all": "all on: class text, once per evaluation",
+             "image": "image tower + logits of one test batch (every configuration)"},
+}
 ZS_CACHE = "all+zs-cache"                  # "all" with the zero-shot image forward looked up
 EXTRA = {"zs-cache": f"train:{ZS_CACHE}", "zs-forward": "zs-forward"}
 IMAGENET = dict(classes=500, images_per_epoch=8000, batch=4)
@@ -148,9 +153,11 @@ def config_batch_sizes(path: str = CONFIG) -> tuple[int, int]:
 
 def paired_ratios(phase: str, seconds: dict, eval_batches: int) -> dict[str, list[float]]:
     """Per-round ratios of a row's items (``seconds``: item -> per-round times). Training: each
-    configuration over the reference, and all over trunc. Evaluation: all over the reference at one
-    test batch and at ``eval_batches`` batches, the long-test-set limit (image over reference), and
-    all over trunc at one batch."""
+    configuration over the reference, and all over trunc. Evaluation, from the class-text times
+    and the image time ``i`` of the same round (a reference test batch costs ``ref + i``, an
+    evaluation of ``n`` batches with the cache ``all + n i``): all over the reference at one test
+    batch and at ``eval_batches``, the long-test-set limit ``i / (ref + i)``, all over trunc at one
+    test batch, and the class text features alone (all over trunc, each over the reference)."""
     def s(mode):
         return seconds.get(f"{phase}:{mode}")
 
@@ -164,15 +171,25 @@ def paired_ratios(phase: str, seconds: dict, eval_batches: int) -> dict[str, lis
         out["trunc / reference"] = per_round(s("trunc"), s("reference"))
         out["all / reference"] = per_round(s("all"), s("reference"))
         out["all / trunc"] = per_round(s("all"), s("trunc"))
-    else:
-        ref, first, image = s("reference"), s("all"), s("image")
-        out["all / reference, 1 test batch"] = per_round(first, ref)
-        if ref and first and image and eval_batches > 1:
-            n = eval_batches
-            out[f"all / reference, {n} test batches"] = [
-                (f + (n - 1) * i) / (n * r) for f, i, r in zip(first, image, ref)]
-        out["limit: image / reference"] = per_round(image, ref)
-        out["all / trunc, 1 test batch"] = per_round(first, s("trunc"))
+        return {k: v for k, v in out.items() if v}
+    image = s("image")
+
+    def batch(mode, n=1):                        # n test batches, per round
+        text = s(mode)
+        if not text or not image:
+            return None
+        per = n if mode == "reference" else 1
+        return [per * t + n * i for t, i in zip(text, image)]
+
+    out["all / reference, 1 test batch"] = per_round(batch("all"), batch("reference"))
+    if eval_batches > 1:
+        out[f"all / reference, {eval_batches} test batches"] = per_round(
+            batch("all", eval_batches), batch("reference", eval_batches))
+    out["limit: image / reference"] = per_round(image, batch("reference"))
+    out["all / trunc, 1 test batch"] = per_round(batch("all"), batch("trunc"))
+    out["all / trunc, class text"] = per_round(s("all"), s("trunc"))
+    out["trunc / reference, class text"] = per_round(s("trunc"), s("reference"))
+    out["all / reference, class text"] = per_round(s("all"), s("reference"))
     return {k: v for k, v in out.items() if v}
 
 
@@ -301,6 +318,17 @@ class Bench:
         with torch.no_grad():
             self.model(self.eval_images)
 
+    def class_text(self) -> None:
+        """The class text features of a test batch, as the eval forward computes them (through
+        the text cache, which the reference has off and ``_set_mode`` leaves empty)."""
+        import torch
+
+        model = self.model
+        model.eval()
+        with torch.no_grad():
+            text_prompts, _ = model.prompt_learner()
+            model.cached(lambda: model.correct(model.encode_class_texts(text_prompts)))
+
     def zero_shot_forward(self) -> None:
         import torch
 
@@ -309,8 +337,10 @@ class Bench:
 
     def run(self, what: str) -> float:
         """Seconds of one ``what``: ``train:<mode>``, ``train:all+zs-cache``, ``zs-forward``,
-        ``eval:<mode>`` (a test batch; for trunc/all the first of an evaluation, empty cache) or
-        ``eval:image`` (a later test batch: all on, text features already cached)."""
+        ``eval:<mode>`` (the class text features of a test batch: the reference's for every batch,
+        trunc's and all's for the first of an evaluation), ``eval:image`` (a test batch with the
+        text features cached: the image tower and the logits) or ``eval-batch:<mode>`` (a whole
+        test batch, empty cache: what the memory workers run)."""
         if what == "zs-forward":
             fn = self.zero_shot_forward
         else:
@@ -318,8 +348,9 @@ class Bench:
             self.zero_shot_cache(mode == ZS_CACHE)
             _set_mode(self.model, "all" if mode in (ZS_CACHE, "image") else mode)
             if mode == "image":
-                self.test_batch()                   # fills the cache: the first batch
-            fn = self.train_step if phase == "train" else self.test_batch
+                self.class_text()                   # fills the cache, untimed
+            fn = self.train_step if phase == "train" else \
+                self.test_batch if mode == "image" or phase == "eval-batch" else self.class_text
         _sync(self.device)
         t0 = time.perf_counter()
         fn()
@@ -425,7 +456,8 @@ def _measure(args, classes: int, phase: str, batch: int, modes: list[str],
     that fit, plus ``image`` (evaluation) and the ``extra`` measurements (keys of ``EXTRA``)."""
     t0 = time.time()
     load_before = _loadavg()
-    memory = {m: ({} if args.no_memory else _spawn(args, "memory", classes, batch, [f"{phase}:{m}"]))
+    whole = "eval-batch" if phase == "eval" else phase          # memory: a whole test batch
+    memory = {m: ({} if args.no_memory else _spawn(args, "memory", classes, batch, [f"{whole}:{m}"]))
               for m in modes}
     fits = [m for m in modes if not memory[m].get("failed")]
     items = [f"{phase}:{m}" for m in fits]
@@ -508,22 +540,19 @@ def markdown(record: dict) -> str:
                 what += ", ImageNet estimate"
             ratio_of = {"trunc": "trunc / reference", "all": "all / reference"}
         else:
-            what = f"test batch of {row['test_batch']}"
-            ratio_of = {"all": "all / reference, 1 test batch", "image": "limit: image / reference"}
+            what = f"evaluation, test batch {row['test_batch']}"
+            ratio_of = {"trunc": "trunc / reference, class text",
+                        "all": "all / reference, class text", "image": "limit: image / reference"}
         head = f"| {row['classes']} | {what} ({rows}) |"
         for m in [m for m in (*MODES, "image") if m in row["modes"]]:
             mode = row["modes"][m]
             t = "failed (memory)" if mode.get("failed") else _fmt_time(mode.get("time"))
             ratio = "1" if m == "reference" and mode.get("time") else \
                 _fmt_ratio(row["ratios"].get(ratio_of.get(m, "")))
-            label = LABELS[m] if row["phase"] == "eval" or m != "reference" else \
-                "reference (upstream: 77 rows)"
-            if row["phase"] == "eval" and m in ("trunc", "all"):
-                label += ": first test batch"
-            lines.append(f"{head} {label} | {t} | {ratio} | {_fmt_mb(mode)} |")
+            lines.append(f"{head} {LABELS[row['phase']][m]} | {t} | {ratio} | {_fmt_mb(mode)} |")
             head = "| | |"
         for k, r in row["ratios"].items():
-            if k.startswith("all / trunc") or (row["phase"] == "eval" and "batches" in k):
+            if k not in ratio_of.values():
                 lines.append(f"| | | {k} | | {_fmt_ratio(r)} | |")
     zs_rows = [r for r in record["rows"] if r["phase"] == "train" and "zs-cache" in r["modes"]]
     if zs_rows:
@@ -575,6 +604,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="class names: imagenet (default, real), a CoOp split JSON or "
                              "classnames.txt (a dataset's own), or synthetic")
     parser.add_argument("--phases", nargs="+", choices=("train", "eval"), default=["train", "eval"])
+    parser.add_argument("--modes", nargs="+", choices=tuple(MODES),
+                        help="configurations to measure (default: all three; --quick: reference, all)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--prec", default="fp32", help="TRAINER.MMLOP.PREC (fp32 on CPU)")
     parser.add_argument("--reps", type=int, help="timed rounds at least")
@@ -590,7 +621,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--scaling-classes", type=int)
     parser.add_argument("--zs", action=argparse.BooleanOptionalAction,
                         help="measure the zero-shot image forward and its cache in training rows")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory workers")
+    parser.add_argument("--no-memory", action="store_true", default=None,
+                        help="skip the peak-memory workers (--quick skips them)")
     parser.add_argument("--imagenet", action="store_true",
                         help="ImageNet base-to-novel estimate: training at 500 classes, batch 4")
     parser.add_argument("--imagenet-classes", type=int, default=IMAGENET["classes"])
@@ -608,12 +640,15 @@ def _defaults(args) -> str:
     """Fill unset arguments for the run's kind; returns where the batch sizes came from."""
     cpu = args.device != "cuda"
     train_batch, test_batch = config_batch_sizes()
-    quick = dict(classes=[100], reps=3, max_reps=12, budget_s=150, warmup=1, eval_batches=10,
-                 batch_scaling=[], scaling_classes=100, zs=False)
-    cpu_full = dict(classes=[100, 1000], reps=3, max_reps=10, budget_s=900, warmup=1,
-                    eval_batches=10, batch_scaling=[8], scaling_classes=100, zs=True)
-    gpu_full = dict(classes=[100, 1000], reps=20, max_reps=100, budget_s=300, warmup=3,
-                    eval_batches=10, batch_scaling=[8, 16, 32], scaling_classes=100, zs=True)
+    quick = dict(classes=[100], modes=["reference", "all"], reps=3, max_reps=8, budget_s=60,
+                 warmup=0, eval_batches=10, batch_scaling=[], scaling_classes=100, zs=False,
+                 no_memory=True)
+    cpu_full = dict(classes=[100, 1000], modes=list(MODES), reps=3, max_reps=10, budget_s=900,
+                    warmup=1, eval_batches=10, batch_scaling=[8], scaling_classes=100, zs=True,
+                    no_memory=False)
+    gpu_full = dict(classes=[100, 1000], modes=list(MODES), reps=20, max_reps=100, budget_s=300,
+                    warmup=3, eval_batches=10, batch_scaling=[8, 16, 32], scaling_classes=100,
+                    zs=True, no_memory=False)
     for key, value in (quick if args.quick else cpu_full if cpu else gpu_full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -695,7 +730,7 @@ def main(argv=None) -> dict:
     for classes in args.classes:
         for phase in args.phases:
             extra = tuple(EXTRA) if phase == "train" and args.zs else ()
-            add(_measure(args, classes, phase, args.batch, list(MODES), extra))
+            add(_measure(args, classes, phase, args.batch, args.modes, extra))
     if "train" in args.phases:
         for batch in args.batch_scaling or ():
             add(_measure(args, args.scaling_classes, "train", batch, ["trunc", "all"],

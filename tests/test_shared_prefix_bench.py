@@ -147,7 +147,7 @@ def test_shared_prefix_bench_whole_run_records_every_figures_setting(tmp_path):
     for mode in MODES:
         assert train["modes"][mode]["time"]["n"] == 2 and train["modes"][mode]["peak_mb"] > 0
     assert evaluation["modes"]["image"]["time"]["n"] == 2
-    assert set(evaluation["ratios"]) == {"all / reference, 1 test batch",
+    assert set(evaluation["ratios"]) >= {"all / reference, 1 test batch",
                                          "all / reference, 4 test batches",
                                          "limit: image / reference", "all / trunc, 1 test batch"}
     assert train["modes"]["zs-forward"]["time"]["n"] == 2
