@@ -597,13 +597,14 @@ def _imagenet_estimate(row: dict) -> dict:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="100 classes, training step and test batch, no memory workers: a few "
-                             "minutes on 2 idle cores")
+                        help="the training step at 100 real classes, reference against all on, "
+                             "no memory workers (add --phases train eval for the evaluation)")
     parser.add_argument("--classes", type=int, nargs="+")
     parser.add_argument("--names", default="imagenet",
                         help="class names: imagenet (default, real), a CoOp split JSON or "
                              "classnames.txt (a dataset's own), or synthetic")
-    parser.add_argument("--phases", nargs="+", choices=("train", "eval"), default=["train", "eval"])
+    parser.add_argument("--phases", nargs="+", choices=("train", "eval"),
+                        help="default: train and eval (--quick: train)")
     parser.add_argument("--modes", nargs="+", choices=tuple(MODES),
                         help="configurations to measure (default: all three; --quick: reference, all)")
     parser.add_argument("--device", default="auto")
@@ -640,15 +641,15 @@ def _defaults(args) -> str:
     """Fill unset arguments for the run's kind; returns where the batch sizes came from."""
     cpu = args.device != "cuda"
     train_batch, test_batch = config_batch_sizes()
-    quick = dict(classes=[100], modes=["reference", "all"], reps=3, max_reps=8, budget_s=60,
-                 warmup=0, eval_batches=10, batch_scaling=[], scaling_classes=100, zs=False,
-                 no_memory=True)
-    cpu_full = dict(classes=[100, 1000], modes=list(MODES), reps=3, max_reps=10, budget_s=900,
-                    warmup=1, eval_batches=10, batch_scaling=[8], scaling_classes=100, zs=True,
-                    no_memory=False)
-    gpu_full = dict(classes=[100, 1000], modes=list(MODES), reps=20, max_reps=100, budget_s=300,
-                    warmup=3, eval_batches=10, batch_scaling=[8, 16, 32], scaling_classes=100,
-                    zs=True, no_memory=False)
+    quick = dict(classes=[100], phases=["train"], modes=["reference", "all"], reps=3,
+                 max_reps=8, budget_s=60, warmup=0, eval_batches=10, batch_scaling=[],
+                 scaling_classes=100, zs=False, no_memory=True)
+    cpu_full = dict(classes=[100, 1000], phases=["train", "eval"], modes=list(MODES), reps=3,
+                    max_reps=10, budget_s=900, warmup=1, eval_batches=10, batch_scaling=[8],
+                    scaling_classes=100, zs=True, no_memory=False)
+    gpu_full = dict(classes=[100, 1000], phases=["train", "eval"], modes=list(MODES), reps=20,
+                    max_reps=100, budget_s=300, warmup=3, eval_batches=10,
+                    batch_scaling=[8, 16, 32], scaling_classes=100, zs=True, no_memory=False)
     for key, value in (quick if args.quick else cpu_full if cpu else gpu_full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)

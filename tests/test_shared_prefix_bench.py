@@ -78,14 +78,15 @@ def test_default_batch_sizes_are_the_shipped_configs():
 def test_paired_ratios_and_unresolved_spreads_print_no_ratio():
     seconds = {"eval:reference": [10.0, 12.0, 11.0], "eval:all": [6.0, 6.6, 6.2],
                "eval:image": [4.0, 4.4, 4.2], "eval:trunc": [6.5, 6.0, 6.6]}
-    ratios = paired_ratios("eval", seconds, 10)
-    assert ratios["all / reference, 1 test batch"] == pytest.approx([0.6, 0.55, 6.2 / 11])
-    assert ratios["all / reference, 10 test batches"][0] == pytest.approx((6.0 + 9 * 4.0) / 100.0)
-    assert ratios["limit: image / reference"][1] == pytest.approx(4.4 / 12.0)
+    ratios = paired_ratios("eval", seconds, 10)          # class text + image tower per round
+    assert ratios["all / reference, 1 test batch"] == pytest.approx([10 / 14, 11 / 16.4, 10.4 / 15.2])
+    assert ratios["all / reference, 10 test batches"][0] == pytest.approx((6.0 + 10 * 4.0) / 140.0)
+    assert ratios["limit: image / reference"][1] == pytest.approx(4.4 / 16.4)
+    assert ratios["all / trunc, class text"] == pytest.approx([6.0 / 6.5, 1.1, 6.2 / 6.6])
     clear = ratio_interval(ratios["limit: image / reference"])
     assert clear["resolved"] and clear["low"] < clear["ratio"] < clear["high"] < 1
     assert _fmt_ratio(clear).startswith(f"{clear['ratio']:.2f}× [")
-    noisy = ratio_interval(ratios["all / trunc, 1 test batch"])       # 0.92, 1.10, 0.94
+    noisy = ratio_interval(ratios["all / trunc, 1 test batch"])       # 0.95, 1.06, 0.96
     assert not noisy["resolved"] and noisy["low"] < 1 < noisy["high"]
     assert _fmt_ratio(noisy).startswith("not resolved: interval ") and "×" not in _fmt_ratio(noisy)
     assert math.isclose(ratio_interval([0.5, 0.5])["ratio"], 0.5)
