@@ -114,7 +114,11 @@ def _all_names(source: str, n: int) -> tuple[list[str], str]:
     if path.endswith(".json"):
         from datasets.split_checks import check_consistency, check_structure
         with open(path) as f:
-            split = json.load(f)
+            try:
+                split = json.load(f)
+            except json.JSONDecodeError as e:
+                raise BenchInputError(f"--names {path}: not valid JSON ({e}); give a CoOp split "
+                                      "file or a classnames.txt") from None
         check_structure(path, split)
         by_label = check_consistency(path, split)
         names = [by_label[k] for k in sorted(by_label)]

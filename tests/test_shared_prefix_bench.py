@@ -72,6 +72,16 @@ def test_too_many_classes_for_the_names_stops_before_any_work(tmp_path):
     assert not out.exists() and not os.path.exists(str(out) + ".partial")
 
 
+def test_a_names_file_that_is_not_json_is_named_in_the_first_line(tmp_path):
+    bad = tmp_path / "split_zhou_Broken.json"
+    bad.write_text('{"train": [')
+    proc = subprocess.run([sys.executable, "bench/bench_mmlop.py", "--tiny", "--device", "cpu",
+                           "--names", str(bad), "--json", str(tmp_path / "bench.json")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and not (tmp_path / "bench.json").exists()
+    assert proc.stderr.splitlines()[0].startswith(f"bench_mmlop.py: --names {bad}: not valid JSON (")
+
+
 def test_default_batch_sizes_are_the_shipped_configs():
     assert os.path.basename(CONFIG) == "vit_b16_c2_ep30_batch4_4+4ctx.yaml"
     assert config_batch_sizes() == (4, 100)
