@@ -2,9 +2,10 @@
 # The GPU benchmark in one command (from any directory):   bash bench/gpu.sh
 #
 # Prints the markdown tables of the README's Benchmarks section and writes bench/results_cuda.json:
-#   * training step and full evaluation (10 x 100 images) at 100 and 1000 classes, batch 4, with every
-#     speed-up off / truncation + cache / all on (+ shared prefix), median and min-max of 20 interleaved
-#     rounds after 3 warm-up steps, and peak GPU memory per configuration (one process each);
+#   * training step and evaluation (class text + test batches of 100; ratios at 1 and 10 batches and
+#     the long-test-set limit) at 100 and 1000 ImageNet class names, training batch 4, as the reference
+#     computation (upstream PromptSRC's) / truncation + cache / all on, paired per-round ratios with
+#     95% intervals, and peak GPU memory per configuration (one process each);
 #   * batch-size scaling of the training step (100 classes, batch 8, 16, 32);
 #   * the frozen zero-shot image forward of an MMLoP step and the step with it looked up from a cache;
 #   * training images/s and the ImageNet base-to-novel epoch estimate (500 classes, 8,000 images, batch 4).
