@@ -140,6 +140,10 @@ class SlurmCluster:
                 time.sleep(0.1)
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+            try:
+                os.waitpid(pid, 0)              # mariadbd is our child (it does not daemonize): reap it
+            except ChildProcessError:
+                pass
 
 
 def _alive(pid: int) -> bool:
