@@ -128,22 +128,34 @@ class SlurmCluster:
             except (OSError, subprocess.TimeoutExpired):
                 pass
         for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
-            pid = self.pids.get(name)
-            if not pid:
-                continue
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            end = time.time() + 15
-            while time.time() < end and _alive(pid):
-                time.sleep(0.1)
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-            try:
-                os.waitpid(pid, 0)              # mariadbd is our child (it does not daemonize): reap it
-            except ChildProcessError:
-                pass
+            self.stop_daemon(name)
+
+    def stop_daemon(self, name: str) -> None:
+        """SIGTERM to the daemon's PID, SIGKILL after 15 s."""
+        pid = self.pids.get(name)
+        if not pid:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        end = time.time() + 15
+        while time.time() < end and _alive(pid):
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        try:
+            os.waitpid(pid, 0)              # mariadbd is our child (it does not daemonize): reap it
+        except ChildProcessError:
+            pass
+
+    def start_slurmdbd(self) -> None:
+        """Start slurmdbd (again) with the slurmdbd.conf beside slurm.conf."""
+        pid_file = os.path.join(self.root, "slurmdbd.pid")
+        if os.path.exists(pid_file):
+            os.remove(pid_file)             # not to read the PID of a slurmdbd stopped before
+        subprocess.run([_find("slurmdbd")], env=self.env, check=True, capture_output=True, timeout=30)
+        self.pids["slurmdbd"] = _read_pid(pid_file)
 
 
 def _alive(pid: int) -> bool:
@@ -267,8 +279,7 @@ def _start_slurmdbd(cluster: SlurmCluster, munge_socket: str, dbd_port: int, db_
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write("\n".join(lines) + "\n")
-    subprocess.run([_find("slurmdbd")], env=cluster.env, check=True, capture_output=True, timeout=30)
-    cluster.pids["slurmdbd"] = _read_pid(f"{root}/slurmdbd.pid")
+    cluster.start_slurmdbd()
     end = time.time() + timeout
     while True:
         r = cluster.run(_find("sacctmgr"), "-i", "add", "cluster", "mmloptest", check=False)

@@ -94,3 +94,30 @@ def test_jobs_squeue_forgot_are_judged_from_sacct_and_a_rerun_submits_only_what_
     assert [a["status"] for a in record_of(out, TRAIN1)["attempts"]] == ["failed", "done"]
     assert [r["out"].endswith(train2) for r in calls(slurm_env["log"])].count(True) == 1   # not run again
     cluster.wait_empty(timeout=60)
+
+
+def test_sacct_is_asked_again_after_slurmdbd_comes_back(slurm_env, tmp_path):
+    """slurmdbd stopped: sacct fails, said once, the state unknown, and not asked again at every
+    poll; slurmdbd back: after ``sacct_retry_s`` sacct answers again for the same backend (a driver
+    following for days outlives a slurmdbd restart)."""
+    cluster = slurm_env["cluster"]
+    bid = cluster.run("sbatch", "--parsable", "--wrap", "true", "-o", "/dev/null").stdout.strip()
+    wait_for(lambda: forgotten(cluster, [bid]) and "COMPLETED" in cluster.run(
+        "sacct", "-n", "-P", "-X", "-o", "State", "-j", bid).stdout, 120, "the job to be only in sacct")
+    backend = SlurmBackend(str(tmp_path / "probe"))
+    cluster.stop_daemon("slurmdbd")
+    back = False
+    try:
+        for _ in range(2):
+            assert backend.states([bid]) == {bid: "UNKNOWN"}
+        assert backend.accounting is False and len(backend.notes) == 1
+        assert backend.notes[0].startswith("sacct is unavailable (")
+        cluster.start_slurmdbd()
+        back = True
+        assert backend.states([bid]) == {bid: "UNKNOWN"}           # within sacct_retry_s: not asked
+        backend.sacct_retry_s = 0
+        wait_for(lambda: backend.states([bid]) == {bid: "COMPLETED"}, 60, "sacct to answer again")
+        assert backend.accounting is True and len(backend.notes) == 1
+    finally:
+        if not back:
+            cluster.start_slurmdbd()
