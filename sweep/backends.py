@@ -19,6 +19,7 @@ import concurrent.futures
 import os
 import re
 import shlex
+import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -304,6 +305,7 @@ class SlurmBackend:
         self._executor = None
         self.accounting: Optional[bool] = None   # sacct answers (None: not asked yet)
         self.notes: list[str] = []                # said once to the user (sacct unavailable)
+        self._sacct_failed_at = 0.0
 
     @property
     def parallelism(self) -> int:
@@ -349,6 +351,10 @@ class SlurmBackend:
         self._executor.update_parameters(**self.parameters(name, dependency))
         return str(self._executor.submit(call).job_id)
 
+    # A failed sacct is asked again after this long, not at every poll: a cluster without accounting
+    # answers the same each time, but a driver following for days outlives a slurmdbd restart.
+    sacct_retry_s = 600.0
+
     def states(self, backend_ids: Sequence[str]) -> dict[str, str]:
         """Slurm state of each id: ``squeue`` for the jobs Slurm holds or ended a few minutes ago
         (no accounting needed), ``sacct`` for older ones when it answers, else ``UNKNOWN``."""
@@ -363,14 +369,16 @@ class SlurmBackend:
                 if jid in out:
                     out[jid] = state.strip().split()[0] if state.strip() else "UNKNOWN"
         unknown = [b for b in ids if out[b] == "UNKNOWN"]
-        if unknown and self.accounting is not False:
+        if unknown and (self.accounting is not False or time.time() - self._sacct_failed_at >= self.sacct_retry_s):
             r = _run_client(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(unknown)])
             if r is None or r.returncode != 0:
+                self._sacct_failed_at = time.time()
+                if self.accounting is not False:
+                    why = (r.stderr or r.stdout).strip().splitlines()[0] if r is not None and (r.stderr or r.stdout) \
+                        else "sacct not found"
+                    self.notes.append(f"sacct is unavailable ({why}): job states come from squeue, which forgets "
+                                      "a finished job after a few minutes (MinJobAge), and from the files on disk")
                 self.accounting = False
-                why = (r.stderr or r.stdout).strip().splitlines()[0] if r is not None and (r.stderr or r.stdout) \
-                    else "sacct not found"
-                self.notes.append(f"sacct is unavailable ({why}): job states come from squeue, which forgets a "
-                                  "finished job after a few minutes (MinJobAge), and from the files on disk")
             else:
                 self.accounting = True
                 for line in r.stdout.splitlines():

@@ -1,6 +1,6 @@
 """A real single-node Slurm cluster on localhost for the tests (Debian's ``slurm-wlm`` + ``munge``).
 
-:func:`start_cluster` writes ``slurm.conf`` and ``cgroup.conf`` into a temporary folder (no
+:func:`start_cluster` writes ``slurm.conf`` and ``cgroup.conf`` into a temporary folder (by default no
 accounting, so ``sacct`` fails as on a cluster without slurmdbd; no GPUs, so a job asking for
 one is refused as on a CPU partition), starts ``munged``, ``slurmctld`` and ``slurmd`` with their
 own PID, state, spool and log files and free ports, sets ``SLURM_CONF`` for the clients
@@ -8,11 +8,18 @@ own PID, state, spool and log files and free ports, sets ``SLURM_CONF`` for the 
 :meth:`SlurmCluster.stop` stops the three daemons by the PIDs it started. Nothing outside the
 folder is written, so it runs beside any other Slurm on the machine.
 
+``start_cluster(root, accounting=True)`` adds what a cluster with accounting has: a MariaDB server
+(``mariadb-install-db`` into the folder, its own socket and port) holding ``slurm_acct_db``, and
+``slurmdbd`` storing the jobs there, so ``sacct`` answers for jobs ``squeue`` has forgotten (which it
+does 2 s after they end here: ``MinJobAge=2``). Debian's ``slurmdbd`` and ``mariadb-server``; without
+them those tests skip with :data:`ACCOUNTING_SKIP_REASON`.
+
 Without the binaries the tests skip with :data:`SKIP_REASON` (``.ci/run`` installs them).
 """
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -24,6 +31,9 @@ from typing import Optional
 SKIP_REASON = "install slurm-wlm and munge (apt-get) to run the real-Slurm tests"
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacct")
+ACCOUNTING_SKIP_REASON = "install slurmdbd and mariadb-server (apt-get) to run the Slurm accounting tests"
+ACCOUNTING = ("slurmdbd", "sacctmgr", "mariadb-install-db", "mariadbd", "mariadb")
+DB_NAME, DB_USER = "slurm_acct_db", "slurm"
 
 
 def _find(name: str) -> Optional[str]:
@@ -31,8 +41,8 @@ def _find(name: str) -> Optional[str]:
                                       None)
 
 
-def missing_binaries() -> list[str]:
-    return [n for n in (*DAEMONS, *CLIENTS) if _find(n) is None]
+def missing_binaries(accounting: bool = False) -> list[str]:
+    return [n for n in (*DAEMONS, *CLIENTS, *(ACCOUNTING if accounting else ())) if _find(n) is None]
 
 
 def _free_ports(n: int) -> list[int]:
@@ -117,19 +127,35 @@ class SlurmCluster:
                     time.sleep(0.5)
             except (OSError, subprocess.TimeoutExpired):
                 pass
-        for name in ("slurmd", "slurmctld", "munged"):
-            pid = self.pids.get(name)
-            if not pid:
-                continue
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            end = time.time() + 15
-            while time.time() < end and _alive(pid):
-                time.sleep(0.1)
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
+            self.stop_daemon(name)
+
+    def stop_daemon(self, name: str) -> None:
+        """SIGTERM to the daemon's PID, SIGKILL after 15 s."""
+        pid = self.pids.get(name)
+        if not pid:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        end = time.time() + 15
+        while time.time() < end and _alive(pid):
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        try:
+            os.waitpid(pid, 0)              # mariadbd is our child (it does not daemonize): reap it
+        except ChildProcessError:
+            pass
+
+    def start_slurmdbd(self) -> None:
+        """Start slurmdbd (again) with the slurmdbd.conf beside slurm.conf."""
+        pid_file = os.path.join(self.root, "slurmdbd.pid")
+        if os.path.exists(pid_file):
+            os.remove(pid_file)             # not to read the PID of a slurmdbd stopped before
+        subprocess.run([_find("slurmdbd")], env=self.env, check=True, capture_output=True, timeout=30)
+        self.pids["slurmdbd"] = _read_pid(pid_file)
 
 
 def _alive(pid: int) -> bool:
@@ -157,8 +183,17 @@ def _read_pid(path: str, timeout: float = 20) -> int:
     raise RuntimeError(f"no PID file {path} after {timeout}s")
 
 
-def write_config(root: str, node: str, ports: list[int], munge_socket: str, cpus: int, memory_mb: int) -> str:
+def write_config(root: str, node: str, ports: list[int], munge_socket: str, cpus: int, memory_mb: int,
+                 dbd_port: Optional[int] = None) -> str:
+    """slurm.conf; with ``dbd_port`` the jobs are stored by the slurmdbd listening there, and squeue
+    forgets a finished job after 2 s (instead of 5 minutes) so that sacct has to answer for it."""
     conf = os.path.join(root, "slurm.conf")
+    if dbd_port is None:
+        accounting = ["AccountingStorageType=accounting_storage/none", "MinJobAge=300"]
+    else:
+        accounting = ["AccountingStorageType=accounting_storage/slurmdbd", "AccountingStorageHost=127.0.0.1",
+                      f"AccountingStoragePort={dbd_port}", "MinJobAge=2",
+                      f"AccountingStoragePass={munge_socket}"]    # the munged that speaks to slurmdbd
     lines = [
         "ClusterName=mmloptest",
         f"SlurmctldHost={node}(127.0.0.1)",
@@ -177,7 +212,7 @@ def write_config(root: str, node: str, ports: list[int], munge_socket: str, cpus
         f"SlurmdLogFile={root}/slurmd.log",
         "SlurmctldDebug=info",
         "SlurmdDebug=info",
-        "AccountingStorageType=accounting_storage/none",
+        *accounting,
         "JobAcctGatherType=jobacct_gather/none",
         "JobCompType=jobcomp/none",
         "ProctrackType=proctrack/linuxproc",
@@ -188,7 +223,6 @@ def write_config(root: str, node: str, ports: list[int], munge_socket: str, cpus
         "ReturnToService=2",
         "SchedulerType=sched/backfill",
         "SchedulerParameters=sched_interval=2,bf_interval=1",
-        "MinJobAge=300",
         "KillWait=10",
         "InactiveLimit=0",
         "SlurmdTimeout=60",
@@ -203,7 +237,61 @@ def write_config(root: str, node: str, ports: list[int], munge_socket: str, cpus
     return conf
 
 
-def start_cluster(root: str, timeout: float = 60) -> SlurmCluster:
+def _start_database(cluster: SlurmCluster, port: int, password: str, timeout: float) -> None:
+    """MariaDB in ``<root>/mysql`` on 127.0.0.1:``port`` (TCP, as slurmdbd reaches it) and its own
+    socket (for the set-up here), with the ``slurm_acct_db`` database and its user."""
+    root, env = cluster.root, cluster.env
+    data, sock = os.path.join(root, "mysql"), os.path.join(root, "mysql.sock")
+    subprocess.run([_find("mariadb-install-db"), "--no-defaults", f"--datadir={data}", "--user=root",
+                    "--auth-root-authentication-method=socket", "--skip-test-db"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    subprocess.Popen([_find("mariadbd"), "--no-defaults", f"--datadir={data}", f"--socket={sock}", f"--port={port}",
+                      "--bind-address=127.0.0.1", "--skip-name-resolve", "--user=root",
+                      f"--pid-file={root}/mariadbd.pid", f"--log-error={root}/mariadbd.log"],
+                     env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
+    cluster.pids["mariadbd"] = _read_pid(f"{root}/mariadbd.pid", timeout)
+    sql = (f"CREATE DATABASE {DB_NAME}; CREATE USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{password}'; "
+           f"GRANT ALL ON {DB_NAME}.* TO '{DB_USER}'@'127.0.0.1';")
+    end = time.time() + timeout
+    while True:
+        r = cluster.run(_find("mariadb"), "--no-defaults", f"--socket={sock}", "-u", "root", "-e", sql, check=False)
+        if r.returncode == 0:
+            return
+        if time.time() > end:
+            raise RuntimeError(f"MariaDB did not take the set-up SQL after {timeout}s: {r.stderr.strip()}; "
+                               f"mariadbd.log:\n{cluster.log('mariadbd')[-2000:]}")
+        time.sleep(0.5)
+
+
+def _start_slurmdbd(cluster: SlurmCluster, munge_socket: str, dbd_port: int, db_port: int, password: str,
+                    timeout: float) -> None:
+    """slurmdbd with its slurmdbd.conf beside slurm.conf (where it looks for it), mode 600 and owned by
+    the user running it (slurmdbd refuses it otherwise: it holds the database password); then the
+    cluster registered, before slurmctld asks for it."""
+    root = cluster.root
+    conf = os.path.join(root, "slurmdbd.conf")
+    lines = ["AuthType=auth/munge", f"AuthInfo=socket={munge_socket}", "DbdHost=localhost", "DbdAddr=127.0.0.1",
+             f"DbdPort={dbd_port}", f"SlurmUser={pwd.getpwuid(os.geteuid()).pw_name}", f"PidFile={root}/slurmdbd.pid",
+             f"LogFile={root}/slurmdbd.log", "DebugLevel=info", "StorageType=accounting_storage/mysql",
+             "StorageHost=127.0.0.1", f"StoragePort={db_port}", f"StorageLoc={DB_NAME}", f"StorageUser={DB_USER}",
+             f"StoragePass={password}"]
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    cluster.start_slurmdbd()
+    end = time.time() + timeout
+    while True:
+        r = cluster.run(_find("sacctmgr"), "-i", "add", "cluster", "mmloptest", check=False)
+        if r.returncode == 0 or "already exists" in (r.stdout + r.stderr):
+            return
+        if time.time() > end:
+            raise RuntimeError(f"sacctmgr could not register the cluster after {timeout}s: {r.stderr.strip()}; "
+                               f"slurmdbd.log:\n{cluster.log('slurmdbd')[-2000:]}")
+        time.sleep(0.5)
+
+
+def start_cluster(root: str, timeout: float = 60, accounting: bool = False) -> SlurmCluster:
     """Start the cluster in ``root`` (see the module docstring); stopped again if it does not come up."""
     root = os.path.abspath(root)
     for sub in ("ctld_state", "slurmd_spool", "munge"):
@@ -216,7 +304,9 @@ def start_cluster(root: str, timeout: float = 60) -> SlurmCluster:
     with open(key, "wb") as f:
         f.write(os.urandom(1024))
     os.chmod(key, 0o600)
-    conf = write_config(root, node, _free_ports(2), munge_socket, _cpus(), _memory_mb())
+    ports = _free_ports(4)
+    conf = write_config(root, node, ports[:2], munge_socket, _cpus(), _memory_mb(),
+                        dbd_port=ports[2] if accounting else None)
     env = dict(os.environ, SLURM_CONF=conf)
     cluster = SlurmCluster(root, node, env)
     try:
@@ -225,6 +315,10 @@ def start_cluster(root: str, timeout: float = 60) -> SlurmCluster:
                         f"--seed-file={munge_dir}/munged.seed"], env=env, check=True, capture_output=True,
                        timeout=30)
         cluster.pids["munged"] = _read_pid(f"{munge_dir}/munged.pid")
+        if accounting:
+            password = os.urandom(12).hex()
+            _start_database(cluster, ports[3], password, timeout)
+            _start_slurmdbd(cluster, munge_socket, ports[2], ports[3], password, timeout)
         subprocess.run([_find("slurmctld"), "-f", conf], env=env, check=True, capture_output=True, timeout=30)
         cluster.pids["slurmctld"] = _read_pid(f"{root}/slurmctld.pid")
         subprocess.run([_find("slurmd"), "-f", conf, "-N", node], env=env, check=True, capture_output=True, timeout=30)

@@ -75,6 +75,10 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture
 def slurm_env(cluster, tmp_path, monkeypatch):
+    return make_slurm_env(cluster, tmp_path, monkeypatch)
+
+
+def make_slurm_env(cluster, tmp_path, monkeypatch) -> dict:
     """Slurm clients in PATH and SLURM_CONF set (sbatch passes the environment to the jobs), the
     fake train.py as PYTHON, and a sweep file that polls every second."""
     for key in ("SLURM_CONF", "PATH"):
