@@ -1,9 +1,9 @@
 """``python scripts/sweep.py``: run, follow, resume and tabulate whole benchmark tables.
 
     python scripts/sweep.py --protocol base2new --trainers MMLoP --seeds 1 2 3 --gpus 0,1,2,3
-    python scripts/sweep.py sweeps/mmlop_b2n.yaml --backend slurm --partition gpu --max-running 8
-    python scripts/sweep.py sweeps/mmlop_b2n.yaml --dry-run        # the jobs and their exact commands
-    python scripts/sweep.py sweeps/mmlop_b2n.yaml --status         # where a sweep stands (also on Slurm)
+    python scripts/sweep.py sweep/examples/base2new.yaml --backend slurm --partition gpu --max-running 8
+    python scripts/sweep.py sweep/examples/base2new.yaml --dry-run        # the jobs and their exact commands
+    python scripts/sweep.py sweep/examples/base2new.yaml --status         # where a sweep stands (also on Slurm)
     python scripts/sweep.py --table output --compare ../PromptSRC/output:upstream
 
 Trailing ``KEY VALUE`` pairs after ``--`` go to every train.py command (as the scripts' trailing
