@@ -44,8 +44,9 @@ def read_classnames(dataset_dir: str, root: str, anchor: str) -> OrderedDict[str
     path = next((p for p in candidates if os.path.isfile(p)), None)
     if path is None:
         raise DatasetNotFoundError(
-            "Missing classnames.txt: get the ImageNet class-name file (lines '<wnid> <class name>', linked in "
-            f"CoOp's DATASETS.md) and put it at {' or '.join(candidates)} ({doc_ref(anchor)})"
+            "Missing classnames.txt: copy the ImageNet class-name file this repository ships "
+            f"(datasets/data/imagenet/classnames.txt, lines '<wnid> <class name>'; CoOp's DATASETS.md links the "
+            f"same kind of file) to {' or '.join(candidates)} ({doc_ref(anchor)})"
         )
     classnames: OrderedDict[str, str] = OrderedDict()
     with open(path) as f:
