@@ -40,6 +40,27 @@ def state_dir(output_abs: str, name: str) -> str:
     return os.path.join(output_abs, STATE_DIR, name)
 
 
+def unwritable(output_abs: str) -> Optional[str]:
+    """Why a sweep could not write under ``output_abs`` (its state, the job folders), or None.
+    Asked of the nearest folder that exists (nothing is created to find out), so a read-only
+    output root is one message before any job starts instead of a traceback half-way."""
+    path = output_abs
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    if not os.path.isdir(path):
+        return f"{path} is not a folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        try:
+            read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        return f"{path} is on a read-only file system" if read_only else f"{path} is not writable by this user"
+    return None
+
+
 def atomic_write_json(path: str, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
