@@ -2,6 +2,7 @@
 starts: one message (first line pinned, exit code 2, no traceback) and nothing written."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -78,3 +79,43 @@ def test_read_only_output_is_one_message_and_nothing_written(tmp_path):
     assert proc.stderr.splitlines()[0].startswith(f"error: the sweep cannot write its output {ro / 'out'}: {ro} is ")
     assert "Traceback" not in proc.stderr
     assert os.listdir(ro) == []
+
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(os.path.join(sys.argv[1], ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+os.ftruncate(fd, 0)
+os.write(fd, b"PID 4242 on node-b\\n")
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_job_locked_by_another_sweep_is_reported_as_in_use_not_failed(tmp_path, capsys):
+    """Another sweep over the same output root runs the job from another machine (its lock file
+    names PID 4242 on node-b, which cannot be checked from here, so this sweep starts the job):
+    train.py stops at the lock and the sweep says whose run it is, not "exit code 1"."""
+    out = tmp_path / "out"
+    job_id = "ZeroshotCLIP/vit_b16/dtd"
+    job_dir = out / job_id
+    job_dir.mkdir(parents=True)
+    other_runs = out / ".sweep" / "other_sweep" / "runs"
+    other_runs.mkdir(parents=True)
+    (other_runs / f"{job_id.replace('/', '__')}.json").write_text(json.dumps(
+        {"id": job_id, "attempts": [{"status": "running", "host": "node-b", "pid": 4241, "child_pid": 4242}]}))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(job_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        rc = cli.main(["--protocol", "zeroshot", "--datasets", "dtd", "--data", str(tmp_path / "data"),
+                       "--output", str(out), "--workers", "1", "--no-tables"])
+    finally:
+        holder.kill()
+        holder.wait()
+    text = capsys.readouterr().out
+    assert rc == 1
+    busy = "in use by another sweep other_sweep (PID 4242, node-b)"
+    assert f"  BUSY {job_id}: {busy}; rerun this sweep once that one has finished" in text
+    assert "In use by another sweep (1; not run here); rerun" in text and f"  {job_id}: {busy}" in text
+    assert "FAILED" not in text and "exit code 1" not in text.split("In use by another sweep")[1]
+    assert sorted(os.listdir(job_dir)) == [".lock"]
