@@ -163,8 +163,9 @@ def check_job_configs(jobs: Sequence[Job]) -> list[str]:
         for name in ("dataset_config_file", "config_file"):
             if getattr(args, name):
                 setattr(args, name, absolute(getattr(args, name)))
-        key = (args.dataset_config_file, args.config_file, args.trainer, args.backbone, tuple(args.opts),
-               args.eval_only, bool(args.model_dir), args.eval_untrained)
+        # Every argument but the folders (only whether --model-dir is given counts).
+        key = tuple((k, bool(v) if k == "model_dir" else repr(v)) for k, v in sorted(vars(args).items())
+                    if k not in ("output_dir", "load_epoch"))
         if key not in seen:
             try:
                 cfg = train.setup_cfg(args)
