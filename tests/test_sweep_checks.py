@@ -119,3 +119,6 @@ def test_job_locked_by_another_sweep_is_reported_as_in_use_not_failed(tmp_path, 
     assert "In use by another sweep (1; not run here); rerun" in text and f"  {job_id}: {busy}" in text
     assert "FAILED" not in text and "exit code 1" not in text.split("In use by another sweep")[1]
     assert sorted(os.listdir(job_dir)) == [".lock"]
+    # --status says the same afterwards.
+    assert cli.main(["--status", "--protocol", "zeroshot", "--datasets", "dtd", "--output", str(out)]) == 1
+    assert f"  {job_id}: {busy}" in capsys.readouterr().out
