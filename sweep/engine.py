@@ -401,10 +401,14 @@ class Engine:
             statuses[job.id] = FAILED
             details[job.id] = outcome.message
             result.logs[job.id] = log_path(self.sdir, job)
-            busy = in_use_by(self.sdir, job)
-            first = outcome.message.splitlines()[0] if outcome.message else "failed"
-            self._event_line(f"  BUSY {job.id}: {busy}{RERUN_WHEN_FREE}" if busy else f"  FAILED {first}")
+            self._event_line(self._failed_line(job, outcome.message.splitlines()[0] if outcome.message else "failed"))
             self._emit("failed", job, message=outcome.message)
+
+    def _failed_line(self, job: Job, first: str) -> str:
+        """The event line of a job that ended without results: ``BUSY`` when another sweep holds its
+        folder (``in_use_by``), else ``FAILED`` and the first line of why."""
+        busy = in_use_by(self.sdir, job)
+        return f"  BUSY {job.id}: {busy}{RERUN_WHEN_FREE}" if busy else f"  FAILED {first}"
 
     def _show(self, statuses, t0, done_seconds, started_at) -> None:
         counts = Counter(statuses.values())
@@ -499,7 +503,7 @@ class Engine:
                             self._event_line(f"  done  {jid}")
                             self._emit("done", job)
                         elif st == FAILED:
-                            self._event_line(f"  FAILED {jid}: {why.splitlines()[0] if why else ''}")
+                            self._event_line(self._failed_line(job, f"{jid}: {why.splitlines()[0] if why else ''}"))
                             result.logs[jid] = log_path(self.sdir, job)
                         elif st == RUNNING:
                             self._event_line(f"  start {jid} (job {self.submissions.get(jid)})")
