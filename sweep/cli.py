@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import Optional, Sequence
 
 from .spec import PROTOCOLS, REPO_ROOT, SweepSpec, load_sweep_file, parse_trainer, resolve_paths
-from .state import STATE_DIR, STATE_FILE, read_json, state_dir
+from .state import STATE_DIR, STATE_FILE, read_json, state_dir, unwritable
 
 BACKENDS = ("local", "submitit-local", "slurm")
 
@@ -373,6 +373,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from .engine import Engine, SweepBusy, report
 
+    problem = unwritable(paths.output_abs)
+    if problem:
+        print(f"error: the sweep cannot write its output {paths.output_abs}: {problem}. Choose another "
+              "--output (or 'output:' in the sweep file), or make it writable", file=sys.stderr)
+        return 2
     try:
         backend = make_backend(backend_opts, sdir)
     except (ValueError, RuntimeError) as exc:

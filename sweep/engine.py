@@ -59,6 +59,7 @@ from .state import (
     assess,
     atomic_write_json,
     check_results,
+    in_use_by,
     lock_holder,
     log_path,
     read_json,
@@ -66,6 +67,7 @@ from .state import (
     tail,
 )
 
+RERUN_WHEN_FREE = "; rerun this sweep once that one has finished (the job is then skipped or resumed)"
 ORDER = (DONE, RUNNING, QUEUED, FAILED, BLOCKED, INCONSISTENT, PENDING)
 
 
@@ -399,9 +401,14 @@ class Engine:
             statuses[job.id] = FAILED
             details[job.id] = outcome.message
             result.logs[job.id] = log_path(self.sdir, job)
-            first = outcome.message.splitlines()[0] if outcome.message else "failed"
-            self._event_line(f"  FAILED {first}")
+            self._event_line(self._failed_line(job, outcome.message.splitlines()[0] if outcome.message else "failed"))
             self._emit("failed", job, message=outcome.message)
+
+    def _failed_line(self, job: Job, first: str) -> str:
+        """The event line of a job that ended without results: ``BUSY`` when another sweep holds its
+        folder (``in_use_by``), else ``FAILED`` and the first line of why."""
+        busy = in_use_by(self.sdir, job)
+        return f"  BUSY {job.id}: {busy}{RERUN_WHEN_FREE}" if busy else f"  FAILED {first}"
 
     def _show(self, statuses, t0, done_seconds, started_at) -> None:
         counts = Counter(statuses.values())
@@ -496,7 +503,7 @@ class Engine:
                             self._event_line(f"  done  {jid}")
                             self._emit("done", job)
                         elif st == FAILED:
-                            self._event_line(f"  FAILED {jid}: {why.splitlines()[0] if why else ''}")
+                            self._event_line(self._failed_line(job, f"{jid}: {why.splitlines()[0] if why else ''}"))
                             result.logs[jid] = log_path(self.sdir, job)
                         elif st == RUNNING:
                             self._event_line(f"  start {jid} (job {self.submissions.get(jid)})")
@@ -631,7 +638,7 @@ def observe(jobs: Sequence[Job], sdir: str, submissions: dict[str, str], backend
         if holder or record.live():
             out[job.id] = (RUNNING, holder or "")
         elif last.get("status") == FAILED:
-            error = last.get("error") or f"exit code {last.get('rc')}"
+            error = in_use_by(sdir, job) or last.get("error") or f"exit code {last.get('rc')}"
             out[job.id] = (FAILED, f"{job.id}: {error}; log: {last.get('log')}")
         else:
             out[job.id] = (PENDING, "")
@@ -650,6 +657,12 @@ def report(result: SweepResult, sdir: str, stream: Optional[TextIO] = None, line
     print(summary_line(os.path.basename(sdir), counts, total), file=stream)
     by_id = {j.id: j for j in result.jobs}
     failed = [jid for jid, s in result.statuses.items() if s == FAILED]
+    busy = {jid: why for jid in failed if (why := in_use_by(sdir, by_id[jid]))}
+    if busy:
+        print(f"In use by another sweep ({len(busy)}; not run here){RERUN_WHEN_FREE}:", file=stream)
+        for jid, why in busy.items():
+            print(f"  {jid}: {why}", file=stream)
+    failed = [jid for jid in failed if jid not in busy]
     if failed:
         print(f"Failed ({len(failed)}):", file=stream)
         for jid in failed:

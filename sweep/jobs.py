@@ -22,6 +22,7 @@ import functools
 import importlib.util
 import os
 import shlex
+import sys
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -129,13 +130,55 @@ class _Facts:
         key = (config_file, tuple(opts))
         if key not in self._epochs:
             if self._read_cfg is None:
-                spec = importlib.util.spec_from_file_location("_sweep_read_cfg",
-                                                              os.path.join(REPO_ROOT, "scripts", "read_cfg.py"))
-                module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
-                self._read_cfg = module
+                self._read_cfg = _load_module("_sweep_read_cfg", os.path.join(REPO_ROOT, "scripts", "read_cfg.py"))
             self._epochs[key] = int(self._read_cfg.read_value(absolute(config_file), "OPTIM.MAX_EPOCH", list(opts)))
         return self._epochs[key]
+
+
+def _load_module(name: str, path: str):
+    """The module of the file ``path`` (a script, not a package member), imported once."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+def check_job_configs(jobs: Sequence[Job]) -> list[str]:
+    """The pre-flight checks ``train.py`` runs before it touches data or writes anything (the merged
+    config as its ``setup_cfg`` builds it, ``check_config``, ``check_eval_only``), run here for every
+    job, so a bad value refuses the sweep before any job starts instead of failing every job on its
+    first line. One problem per distinct message, naming the first job it hits and how many more;
+    jobs whose config inputs are equal are checked once."""
+    from dassl.config import ConfigError
+    from dassl.utils import UserError
+
+    train = _load_module("_sweep_train", os.path.join(REPO_ROOT, "train.py"))
+    parser = train.build_parser()
+    seen: dict[tuple, Optional[str]] = {}
+    hits: dict[str, list[str]] = {}
+    for job in jobs:
+        args = parser.parse_args(list(job.argv))
+        for name in ("dataset_config_file", "config_file"):
+            if getattr(args, name):
+                setattr(args, name, absolute(getattr(args, name)))
+        # Every argument but the folders (only whether --model-dir is given counts).
+        key = tuple((k, bool(v) if k == "model_dir" else repr(v)) for k, v in sorted(vars(args).items())
+                    if k not in ("output_dir", "load_epoch"))
+        if key not in seen:
+            try:
+                cfg = train.setup_cfg(args)
+                train.check_config(cfg)
+                train.check_eval_only(args, cfg)
+                seen[key] = None
+            except (ConfigError, UserError, KeyError, ValueError) as exc:
+                seen[key] = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        if seen[key] is not None:
+            hits.setdefault(seen[key], []).append(job.id)
+    more = {1: "", 2: " (and 1 more job)"}
+    return [f"job {ids[0]}: {message}" + more.get(len(ids), f" (and {len(ids) - 1} more jobs)")
+            for message, ids in hits.items()]
 
 
 def _entry_label(entry: TrainerEntry, folder: str) -> str:
@@ -174,6 +217,9 @@ def plan(spec: SweepSpec) -> Plan:
     # Plan order: dataset, seed, then trainer (base2new: each test right after its training), so
     # that one worker runs the grid in the order the tables are read; a test follows its training.
     ordered = sorted(jobs.values(), key=lambda j: order[j.id])
+    problems = check_job_configs(ordered)
+    if problems:
+        raise ValueError("\n".join(problems))
     return Plan(spec, paths, ordered)
 
 

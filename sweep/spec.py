@@ -198,12 +198,23 @@ def trainer_from_yaml(item: Any, where: str) -> TrainerEntry:
                         item.get("folder"), item.get("label"))
 
 
+def yaml_error(path: str, exc: Exception) -> str:
+    """One line for a YAML syntax error: the file, the line and column, and what the parser saw."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else path
+    what = " ".join(str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p)
+    return f"{where}: not valid YAML ({what or exc}); fix the file and rerun"
+
+
 def load_sweep_file(path: str) -> tuple[SweepSpec, dict]:
     """The spec and the ``backend`` mapping of a YAML sweep file (see README, "Sweeps")."""
     import yaml
 
     with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(yaml_error(path, exc)) from None
     if not isinstance(data, Mapping):
         raise ValueError(f"{path}: a sweep file is a YAML mapping")
     unknown = set(data) - FILE_KEYS

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -38,6 +39,27 @@ DONE, RUNNING, PENDING, FAILED, BLOCKED, INCONSISTENT, QUEUED = (
 
 def state_dir(output_abs: str, name: str) -> str:
     return os.path.join(output_abs, STATE_DIR, name)
+
+
+def unwritable(output_abs: str) -> Optional[str]:
+    """Why a sweep could not write under ``output_abs`` (its state, the job folders), or None.
+    Asked of the nearest folder that exists (nothing is created to find out), so a read-only
+    output root is one message before any job starts instead of a traceback half-way."""
+    path = output_abs
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    if not os.path.isdir(path):
+        return f"{path} is not a folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        try:
+            read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        return f"{path} is on a read-only file system" if read_only else f"{path} is not writable by this user"
+    return None
 
 
 def atomic_write_json(path: str, data: Any) -> None:
@@ -127,6 +149,31 @@ def lock_holder(directory: str) -> Optional[str]:
         if host == hostname() and pid.isdigit() and pid_alive(int(pid)):
             return text
     return None
+
+
+# train.py's refusal when another process holds the folder lock (dassl/engine/run_guard.py).
+_LOCKED = re.compile(r"is in use by PID (\d+) on (\S+?): another run is writing there")
+
+
+def in_use_by(sdir: str, job: Job) -> Optional[str]:
+    """``"in use by another sweep NAME (PID n, host)"`` when the job's last attempt stopped because
+    another process holds its folder lock (``"another run"`` when no other sweep under the same
+    output root records that process, e.g. a ``train.py`` started by hand), else None. Such a job
+    did not fail: another sweep writes the same folder (possibly from another machine, where its
+    lock cannot be checked from here), so it is reported as that, not as "exit code 1"."""
+    match = next((m for m in map(_LOCKED.search, reversed(tail(log_path(sdir, job), 15))) if m), None)
+    if match is None:
+        return None
+    pid, host = match.group(1), match.group(2)
+    root = os.path.dirname(sdir)
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        other = os.path.join(root, name)
+        if other == sdir:
+            continue
+        for attempt in RunRecord(run_record_path(other, job), job.id).attempts:
+            if attempt.get("host") == host and str(pid) in (str(attempt.get("child_pid")), str(attempt.get("pid"))):
+                return f"in use by another sweep {name} (PID {pid}, {host})"
+    return f"in use by another run (PID {pid}, {host})"
 
 
 class RunRecord:

@@ -326,3 +326,53 @@ def test_full_disk_is_one_message_and_the_old_file_stays(tmp_path):
     assert str(info.value).startswith(f"No space left to write {target} (")
     assert "rerun the same command" in str(info.value) and train.is_user_error(info.value)
     assert target.read_text() == "model.pth.tar-3\n" and os.listdir(tmp_path) == ["checkpoint"]
+
+
+def _tiny_clip_file(path, torchscript: bool) -> str:
+    """A 2-text-layer, 2-vision-layer CLIP saved as a plain state dict or a TorchScript archive."""
+    import warnings
+
+    import clip
+    from tests.clip_helpers import tiny_model
+
+    model = tiny_model()
+    if torchscript:
+        images = torch.randn(1, 3, model.visual.input_resolution, model.visual.input_resolution)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.save(torch.jit.trace(model, (images, clip.tokenize(["a dog"])), check_trace=False), path)
+    else:
+        torch.save(model.state_dict(), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("torchscript", [False, True], ids=["state_dict", "torchscript"])
+@pytest.mark.parametrize("trainer,config,key,value,tower", [
+    ("MMLoP", "MMLoP/tiny_4+4ctx_ep10.yaml", "TRAINER.MMLOP.PROMPT_DEPTH", "3", "text"),
+    ("VPT", "VPT/tiny_4ctx_ep10.yaml", "TRAINER.VPT.PROMPT_DEPTH_VISION", "3", "vision")])
+def test_prompt_depth_above_a_model_files_layers_is_refused_before_the_data(tmp_path, capsys, torchscript,
+                                                                           trainer, config, key, value, tower):
+    """The layer count is read from the file's parameter names: the run stops before the dataset
+    (its folder does not even exist) or the model is loaded, and nothing is written."""
+    backbone = _tiny_clip_file(tmp_path / ("tiny.jit" if torchscript else "tiny.pt"), torchscript)
+    out = tmp_path / "run"
+    argv = ["--root", str(tmp_path / "no_data"), "--trainer", trainer, "--dataset-config-file",
+            "configs/datasets/dtd.yaml", "--config-file", f"configs/trainers/{config}",
+            "--output-dir", str(out), "--seed", "1", "MODEL.BACKBONE.NAME", backbone, key, value]
+    rc, res = cli(argv, capsys)
+    assert rc == 1
+    assert res.err.splitlines()[0] == f"error: {key} = {int(value)} is not allowed: {backbone} has 2 {tower} layers"
+    assert not out.exists() and "Loading" not in res.out
+
+
+def test_layer_counts_of_model_files(tmp_path):
+    from clip.model import build_model_from_config
+    from tests.clip_helpers import TINY_RESNET
+    from trainers.core.backbone import file_layers
+
+    assert file_layers(_tiny_clip_file(tmp_path / "vit.pt", False)) == (2, 2)
+    assert file_layers(_tiny_clip_file(tmp_path / "vit.jit", True)) == (2, 2)
+    torch.save(build_model_from_config(TINY_RESNET).state_dict(), tmp_path / "rn.pt")
+    assert file_layers(str(tmp_path / "rn.pt")) == (2, 0)
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    assert file_layers(str(tmp_path / "junk.pt")) is None and file_layers(str(tmp_path / "absent.pt")) is None

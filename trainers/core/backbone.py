@@ -17,11 +17,12 @@ and ``INPUT.PIXEL_STD``: a mismatch is one error naming the keys and the values 
 
 ``backbone_dims(clip_model)`` reads the widths and layer counts off a loaded model;
 ``known_layers(name)`` gives the layer counts of a published model name (OpenAI, or open_clip with
-a pretrained tag) without loading it, so config checks can reject a prompt depth before anything
-is loaded.
+a pretrained tag) without loading it, and ``file_layers(path)`` those of a model file from its
+parameter names, so config checks can reject a prompt depth before anything else is loaded.
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import NamedTuple
 
@@ -77,6 +78,36 @@ def known_layers(name: str) -> tuple[int, int] | None:
         return None
     vision = config["vision_layers"]
     return int(config["transformer_layers"]), (vision if isinstance(vision, int) else 0)
+
+
+def file_layers(name: str) -> tuple[int, int] | None:
+    """``(text_layers, vision_layers)`` of a model file (0 vision layers for a ResNet image tower),
+    counted from its parameter names (``transformer.resblocks.N.``, ``visual.transformer.resblocks.N.``)
+    without building the model, so a prompt depth that does not fit is refused before the dataset
+    is loaded. ``None`` when ``name`` is no file or is unreadable (loading reports that)."""
+    path = os.path.expanduser(name)
+    if open_clip_models.is_open_clip_name(name) or not os.path.isfile(path):
+        return None
+    stat = os.stat(path)
+    return _counted_layers(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _counted_layers(path: str, size: int, mtime_ns: int) -> tuple[int, int] | None:
+    """``file_layers`` of one version of a file (size and mtime key the cache: a sweep checks one
+    file for every job)."""
+    try:
+        keys = clip.clip.load_state_dict(path).keys()
+    except (OSError, RuntimeError):
+        return None
+
+    def depth(prefix: str) -> int:
+        blocks = {int(k[len(prefix):].split(".", 1)[0]) for k in keys
+                  if k.startswith(prefix) and k[len(prefix):].split(".", 1)[0].isdigit()}
+        return max(blocks) + 1 if blocks else 0
+
+    text = depth("transformer.resblocks.")
+    return (text, depth("visual.transformer.resblocks.")) if text else None
 
 
 def input_config(name: str) -> dict | None:

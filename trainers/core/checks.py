@@ -13,7 +13,7 @@ from typing import Sequence
 from dassl.config import ConfigError
 from dassl.engine.config_checks import check_choice, check_range, fail  # noqa: F401  (the trainers' helpers)
 
-from .backbone import known_layers
+from .backbone import file_layers, known_layers
 from .context import clean_ctx_init
 from .precision import PRECISIONS
 from .text_inputs import count_tokens
@@ -40,9 +40,10 @@ def check_ctx_init(node, prefix: str, n_ctx_key: str | None = None, exact: bool 
 
 def check_depth(cfg, node, prefix: str, name: str, tower: str, low: int = 1) -> None:
     """``low <= node[name] <= layers`` of the ``tower`` ("text" or "vision") of
-    ``MODEL.BACKBONE.NAME`` when it is a published model name (a file is checked after loading)."""
+    ``MODEL.BACKBONE.NAME``: a published model name, or a model file (its layers counted from its
+    parameter names; an open_clip weights file is checked once loaded)."""
     check_range(node, prefix, name, low=low)
-    layers = known_layers(cfg.MODEL.BACKBONE.NAME)
+    layers = known_layers(cfg.MODEL.BACKBONE.NAME) or file_layers(cfg.MODEL.BACKBONE.NAME)
     if layers is None:
         return
     n = layers[0] if tower == "text" else layers[1]
