@@ -1,5 +1,6 @@
 """The README and the docs/ pages point at things that exist: every relative link (and its
 #anchor), and every repository path they name in backticks or in a command."""
+import functools
 import re
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
+@functools.cache
 def anchors(page: Path) -> set:
     text = FENCE.sub("", page.read_text())
     return {slug(m.group(1)) for m in re.finditer(r"^#+\s+(.*)$", text, re.M)}
@@ -42,7 +44,7 @@ NOT_IN_A_CLONE = {
     "configs/trainers/ToyPrompt/vit_b16.yaml": "the config the method guide has you create",
     "bench/results_pipeline_eval_cuda.json": "written by bench/gpu.sh on a GPU machine",
 }
-TRACKED_NAMES = {p.name for p in REPO.rglob("*") if ".git" not in p.parts}
+PY_NAMES = {p.name for p in REPO.rglob("*.py") if ".git" not in p.parts}
 
 
 def exists(page: Path, path: str) -> bool:
@@ -52,7 +54,7 @@ def exists(page: Path, path: str) -> bool:
     if "/" in path:
         return any((base / candidate).exists() for base in (REPO, page.parent)
                    for candidate in (path, path + ".yaml")) or path in NOT_IN_A_CLONE
-    return not path.endswith(".py") or path in TRACKED_NAMES
+    return not path.endswith(".py") or path in PY_NAMES
 
 
 def named_paths(page: Path):
