@@ -19,6 +19,8 @@ threads that sleep while they wait.
   sleep instead of spinning. OpenMP reads it when torch is imported: entry points call this before
   importing torch; child processes (sweep jobs, test subprocesses) inherit it. This module imports
   no torch at module level, for that reason.
+* ``fitted_plan(requested_workers)``: ``plan_threads`` keeping a lower thread count already set in
+  this process (what ``fit_threads`` will apply, e.g. for a cache key).
 * ``fit_threads(requested_workers)``: all of the above applied (``torch.set_num_threads``) and
   described in one log line.
 """
@@ -188,19 +190,25 @@ def prefer_passive_openmp() -> None:
     os.environ.setdefault(WAIT_POLICY_ENV, "PASSIVE")
 
 
-def fit_threads(requested_workers: int = 0, log: Callable[[str], None] = print) -> ThreadPlan:
-    """Apply ``plan_threads`` to torch (and ``prefer_passive_openmp``); log the one-line choice.
-
-    A thread count already set lower in this process (``torch.set_num_threads``) is kept: in a
-    fresh process torch starts with one thread per CPU of the affinity mask, so this only keeps a
-    deliberate choice."""
-    prefer_passive_openmp()
+def fitted_plan(requested_workers: int = 0) -> ThreadPlan:
+    """``plan_threads``, keeping a thread count already set lower in this process
+    (``torch.set_num_threads``): in a fresh process torch starts with one thread per CPU of the
+    affinity mask, so a lower count is a deliberate choice (a test, a caller). Applies nothing."""
     import torch
 
     plan = plan_threads(requested_workers)
     current = torch.get_num_threads()
-    if current < plan.torch_threads:  # lowered on purpose before (a test, a caller): never raise it
+    if current < plan.torch_threads:
         plan = replace(plan, torch_threads=current, kept_lower=True)
+    return plan
+
+
+def fit_threads(requested_workers: int = 0, log: Callable[[str], None] = print) -> ThreadPlan:
+    """Apply ``fitted_plan`` to torch (and ``prefer_passive_openmp``); log the one-line choice."""
+    prefer_passive_openmp()
+    import torch
+
+    plan = fitted_plan(requested_workers)
     torch.set_num_threads(plan.torch_threads)
     log(plan.describe())
     return plan

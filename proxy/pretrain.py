@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from dassl.threads import fit_threads, plan_threads
+from dassl.threads import fit_threads, fitted_plan
 from dassl.utils.tools import CACHE_DIR_ENV, atomic_write, mkdir_if_missing, mmlop_cache_dir, write_json
 from datasets.synthetic_render import STYLES
 
@@ -169,14 +169,9 @@ def pretrain(seed: int, config: PretrainConfig = PretrainConfig(), log_every: in
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def pretrain_threads() -> int:
-    """The torch threads ``get_checkpoint`` pretrains with in this process (``fit_threads``' choice)."""
-    return min(plan_threads(0).torch_threads, torch.get_num_threads())
-
-
 def checkpoint_path(seed: int, config: PretrainConfig = PretrainConfig(), cache_dir: Optional[str] = None) -> str:
     """Where the checkpoint of ``(config, seed)`` pretrained by this process is cached."""
-    key = config.key(seed, torch.__version__, pretrain_threads())
+    key = config.key(seed, torch.__version__, fitted_plan(0).torch_threads)  # what fit_threads will use
     return os.path.join(cache_dir or default_cache_dir(), f"tiny_clip-{key}.pt")
 
 
