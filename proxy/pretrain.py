@@ -133,6 +133,7 @@ def pretrain(seed: int, config: PretrainConfig = PretrainConfig(), log_every: in
     Deterministic for a given seed, config and thread count (seeds torch's global RNG for the
     initialisation; the data come from their own generator).
     """
+    config = config.resolved()
     torch.manual_seed(seed)
     model = build_tiny_clip(config.arch).train()
     from trainers.core.templates import IMAGENET_TEMPLATES_60
@@ -192,7 +193,7 @@ def get_checkpoint(seed: int = 1, config: PretrainConfig = PretrainConfig(), cac
     start = time.time()
     state_dict = pretrain(seed, config, log=log)
     wall = time.time() - start
-    record = {"seed": seed, "config": asdict(config), "pretrain_seconds": round(wall, 1),
+    record = {"seed": seed, "config": asdict(config.resolved()), "pretrain_seconds": round(wall, 1),
               "torch": torch.__version__, "threads": torch.get_num_threads()}
     if evaluate:
         model = build_tiny_clip(config.arch)

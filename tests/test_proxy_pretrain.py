@@ -129,3 +129,28 @@ def test_loss_treats_same_class_as_positives_and_schedule():
     assert lr_at(0, config) == pytest.approx(config.lr / config.warmup_steps)
     assert lr_at(config.warmup_steps - 1, config) == pytest.approx(config.lr)
     assert lr_at(config.steps - 1, config) < 1e-6
+
+
+def test_bf16_autocast_only_where_the_cpu_has_it_and_the_cache_key_names_the_choice(monkeypatch):
+    """The default config decides bf16 per machine (emulated bf16 made pretraining hours long on
+    an AVX2-only CI machine); the checkpoint of an explicit choice and of the default that resolves
+    to it are one file, and the record says which precision was used."""
+    import proxy.tiny_clip as tiny_clip
+
+    for native in (True, False):
+        monkeypatch.setattr(tiny_clip, "fast_cpu_bf16", lambda native=native: native)
+        assert PretrainConfig().resolved().bf16 is native
+        assert checkpoint_path(1, PretrainConfig()) == checkpoint_path(1, replace(PretrainConfig(), bf16=native))
+        assert checkpoint_path(1, PretrainConfig()) != checkpoint_path(1, replace(PretrainConfig(), bf16=not native))
+    assert replace(PretrainConfig(), bf16=False).resolved().bf16 is False  # an explicit choice stays
+
+
+def test_pretraining_record_names_the_resolved_precision(tmp_path, monkeypatch):
+    import json
+
+    import proxy.tiny_clip as tiny_clip
+
+    monkeypatch.setattr(tiny_clip, "fast_cpu_bf16", lambda: False)
+    path = get_checkpoint(1, replace(TINY, bf16=None), cache_dir=str(tmp_path), evaluate=False, log=lambda _: None)
+    record = json.load(open(path[:-len(".pt")] + ".json"))
+    assert record["config"]["bf16"] is False
