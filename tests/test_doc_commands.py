@@ -13,8 +13,9 @@ How each is checked, without running it:
   then count as unrecognized) replaced by one that stops right after a successful parse (``--help``
   stops the same way). Nothing after the parse runs, and nothing about an entry point's structure
   is assumed beyond "it parses its arguments with argparse before doing work"; the few that read
-  ``sys.argv`` themselves have a rule in NO_ARGPARSE. The trailing ``KEY VALUE`` pairs of
-  ``train.py`` must name config keys.
+  ``sys.argv`` themselves have a rule in NO_ARGPARSE. As a safety net, a file written (outside the
+  temporary folder) or a process started while a command runs stops it and fails the check. The
+  trailing ``KEY VALUE`` pairs of ``train.py`` must name config keys.
 * ``bash scripts/X.sh ...``: the script exists, its own usage line (``usage: $0 DATASET SEED
   [SHOTS] [KEY VALUE ...]``) is met: every positional is given, a DATASET is a file stem of
   ``configs/datasets/``, a SEED or SHOTS is a number, and the rest are ``KEY VALUE`` pairs of config
@@ -33,10 +34,12 @@ import argparse
 import contextlib
 import functools
 import io
+import os
 import re
 import runpy
 import shlex
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,12 +198,50 @@ def _expand(word: str) -> str:
 
 # --- Python entry points: run up to their argument parsing, no further ---------------------------
 
-class _Parsed(Exception):
-    """Raised by the patched ``parse_args`` once the arguments parsed: the command goes no further."""
+class _Parsed(BaseException):
+    """Raised by the patched ``parse_args`` once the arguments parsed: the command goes no further
+    (a BaseException, so that an entry point's ``except Exception`` does not take it for a failure)."""
 
     def __init__(self, namespace):
         super().__init__("parsed")
         self.namespace = namespace
+
+
+class _DidWork(BaseException):
+    """Raised when a shown command writes a file or starts a process before its arguments parsed."""
+
+
+_GUARD = []          # non-empty while a shown command runs
+_WRITE_EVENTS = ("os.mkdir", "os.rename", "os.remove", "os.rmdir", "shutil.rmtree")
+_PROCESS_EVENTS = ("subprocess.Popen", "os.system", "os.posix_spawn", "os.exec", "os.fork")
+
+
+def _scratch(path) -> bool:
+    """Writes Python itself makes while importing (bytecode caches) and temporary files."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        return True                                        # a file descriptor
+    path = os.fsdecode(path)
+    return "__pycache__" in path or os.path.abspath(path).startswith(tempfile.gettempdir())
+
+
+def _audit(event: str, args) -> None:
+    """The safety net of the parse-only runs: an entry point that would do work before (or without)
+    parsing with argparse is stopped at its first write or process instead of doing it."""
+    if not _GUARD:
+        return
+    if event == "open":
+        path, mode, flags = args
+        writes = any(c in mode for c in "wax+") if isinstance(mode, str) else \
+            bool((flags or 0) & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+        if writes and not _scratch(path):
+            raise _DidWork(f"writes {path} before its arguments are parsed")
+    elif event in _WRITE_EVENTS and not _scratch(args[0]):
+        raise _DidWork(f"{event} {args[0]} before its arguments are parsed")
+    elif event in _PROCESS_EVENTS:
+        raise _DidWork(f"starts a process ({event}) before its arguments are parsed")
+
+
+sys.addaudithook(_audit)
 
 
 def _entry(words):
@@ -253,9 +294,15 @@ def _run_until_parsed(entry, argv, monkeypatch):
     out, err = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            run()
+            _GUARD.append(target)
+            try:
+                run()
+            finally:
+                _GUARD.pop()
     except _Parsed as parsed:
         return parsed.namespace, None
+    except _DidWork as work:
+        return None, str(work)
     except SystemExit as stop:
         if stop.code in (0, None):                         # --help, or a listing
             return None, None
@@ -448,3 +495,14 @@ def test_commands_are_found_in_fences_loops_chains_and_inline_code():
     programs = {c.argv[_program(c.argv) + 1] for c in checked}
     assert len(checked) >= 60 and {"train.py", "scripts/sweep.py", "scripts/base2new_train.sh", "demo.py",
                                    "bench/bench_mmlop.py", "bench/gpu.sh"} <= programs, sorted(programs)
+
+
+def test_a_command_that_would_work_before_parsing_is_stopped_not_run(tmp_path, monkeypatch):
+    probe = REPO / "output_doc_commands_probe"
+    script = tmp_path / "eager.py"
+    script.write_text(f"import subprocess, sys\nif sys.argv[1:] == ['--spawn']:\n    subprocess.run(['true'])\n"
+                      f"open({str(probe)!r}, 'w').write('ran')\n")
+    assert check_python([str(script)], monkeypatch) == [f"writes {probe} before its arguments are parsed"]
+    assert not probe.exists()
+    assert check_python([str(script), "--spawn"], monkeypatch) == [
+        "starts a process (subprocess.Popen) before its arguments are parsed"]
