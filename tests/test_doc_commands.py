@@ -23,10 +23,11 @@ How each is checked, without running it:
   ``bench/bench_mmlop.py``.
 
 Skipped, by rule: commands of other tools (``pip``, ``python -m pytest``, Slurm's), ``python -c``,
-commands with a placeholder (``<...>``, ``[...]``, ``...``/``…``, an all-capitals word that is not a
-trainer name and so stands for a value, as in ``DATASET SEED``, a ``$VARIABLE`` other than the
-scripts' DATA, SEED, OUTPUT and SHOTS), and commands that use the trainer docs/ADDING_A_METHOD.md
-has you write (tests/test_trainer_methods.py runs those with it).
+commands with a placeholder (``<...>``, ``[SHOTS]``, ``...``/``…``, an all-capitals word that is not a
+trainer name and so stands for a value, as in ``DATASET SEED``, a ``$VARIABLE`` that neither its
+fence sets before it nor is one of the scripts' DATA, SEED, OUTPUT and SHOTS), and commands that
+use the trainer docs/ADDING_A_METHOD.md has you write (tests/test_trainer_methods.py runs those
+with it). The TRAINER and CFG a script command sets must name a config folder and file.
 """
 from __future__ import annotations
 
@@ -48,11 +49,11 @@ import pytest
 from tests.test_docs import NOT_IN_A_CLONE, PAGES, REPO
 
 FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.S | re.M)
-INLINE = re.compile(r"`([^`\n]+)`")
+INLINE = re.compile(r"`([^`]+)`")
 ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
 VARIABLE = re.compile(r"\$\{?([A-Za-z_]\w*)\}?")
 CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
-PLACEHOLDER = re.compile(r"<[^>]*>|\[[^\]]*\]|\.\.\.|…")
+PLACEHOLDER = re.compile(r"<[^>]*>|\[[A-Z][A-Z0-9_ .]*\]|\.\.\.|…")     # [SHOTS] is one, [0.5, 0.5] is not
 CAPITALS = re.compile(r"^[A-Z][A-Z0-9_]*$")
 OTHER_TOOLS = {"pip", "git", "sbatch", "squeue", "sacct", "scancel", "apt-get", "export", "cd", "for", "done",
                "cat", "ls", "diff", "head", "tail", "grep", "echo", "mkdir", "rm", "cp", "mv", "tar", "wget",
@@ -62,7 +63,7 @@ TRAINER_NAMES = {folder.name for folder in (REPO / "configs" / "trainers").iterd
 # Trainers that exist only once a reader follows docs/ADDING_A_METHOD.md (their configs are paths
 # "not in a clone"); tests/test_trainer_methods.py runs that guide's commands with such a trainer.
 GUIDE_TRAINERS = {path.split("/")[2] for path in NOT_IN_A_CLONE if path.startswith("configs/trainers/")}
-# What the pages' shell variables stand for, when a page sets them (`export DATA=...`, `for SEED in`).
+# The scripts' variables, which a reader has set (pages use `--root $DATA` without an `export`).
 SHELL_VALUES = {"DATA": "/path/to/datasets", "SEED": "1", "OUTPUT": "output", "SHOTS": "16"}
 
 
@@ -71,7 +72,8 @@ class Shown:
     page: str
     line: int
     text: str          # the command as shown (one simple command)
-    argv: tuple        # its words, variables substituted
+    argv: tuple        # its words, as written
+    variables: tuple = ()   # (name, value) set before it in its fence (`NAME=...`, `for SEED in 1 2`)
 
     def __str__(self):
         return f"{self.page}:{self.line}: {self.text}"
@@ -145,28 +147,32 @@ def _shown_in(page: Path):
     """Every command of ours shown on ``page``, in fences and inline, with its line number."""
     text = page.read_text()
     name = str(page.relative_to(REPO))
-    fenced_spans = []
     for match in FENCE.finditer(text):
-        fenced_spans.append(match.span())
         if match.group(1) in ("python", "yaml", "json", "text"):
             continue
         first = text.count("\n", 0, match.start(2)) + 1
+        variables = {}
         for number, line in _logical_lines(match.group(2), first):
-            yield from _commands(name, number, line)
-    for match in INLINE.finditer(text):
-        if any(a <= match.start() < b for a, b in fenced_spans):
-            continue
-        chunk = match.group(1)
+            yield from _commands(name, number, line, variables)
+    prose = FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)      # same line numbers
+    for match in INLINE.finditer(prose):
+        chunk = " ".join(match.group(1).split())                          # a span may wrap
         words = _raw_words(chunk)
         i = _program(words)
         if i is not None and (words[i] in ("python", "bash") or words[i].startswith("scripts/")):
-            yield from _commands(name, text.count("\n", 0, match.start()) + 1, chunk)
+            yield from _commands(name, prose.count("\n", 0, match.start()) + 1, chunk, {})
 
 
-def _commands(page: str, number: int, line: str):
+def _commands(page: str, number: int, line: str, variables: dict):
+    """The commands of ours on one shell line; ``variables`` collects what the line sets."""
     for raw in _simple_commands(line.strip().removeprefix("$ ")):
-        if _is_ours(raw):
-            yield Shown(page, number, shlex.join(raw), tuple(raw))
+        words = raw[1:] if raw[0] == "export" else raw
+        if all(ASSIGNMENT.match(word) for word in words):
+            variables.update(word.split("=", 1) for word in words)
+        elif raw[0] == "for" and len(raw) > 3 and raw[2] == "in":
+            variables[raw[1]] = raw[3]
+        elif _is_ours(raw):
+            yield Shown(page, number, shlex.join(raw), tuple(raw), tuple(variables.items()))
 
 
 @functools.cache
@@ -181,19 +187,22 @@ def placeholder(command: Shown):
             if re.search(rf"\b{trainer}\b", word, re.I):
                 return f"{trainer} is the trainer the method guide has you write"
     words = command.argv[_program(command.argv):]
+    if words[:2] == ("python", "-c"):
+        return "python -c runs code, not an entry point"
     for word in words[1:]:
         if PLACEHOLDER.search(word):
             return f"placeholder {word!r}"
         if CAPITALS.match(word) and word not in TRAINER_NAMES:
             return f"placeholder {word!r}"
         for variable in VARIABLE.findall(word):
-            if variable not in SHELL_VALUES:
+            if variable not in SHELL_VALUES and variable not in dict(command.variables):
                 return f"unset variable ${variable}"
     return None
 
 
-def _expand(word: str) -> str:
-    return VARIABLE.sub(lambda m: SHELL_VALUES.get(m.group(1), m.group(0)), word)
+def _expand(word: str, variables=()) -> str:
+    values = {**SHELL_VALUES, **dict(variables)}
+    return VARIABLE.sub(lambda m: values.get(m.group(1), m.group(0)), word)
 
 
 # --- Python entry points: run up to their argument parsing, no further ---------------------------
@@ -347,8 +356,6 @@ NO_ARGPARSE = {("path", "tests/published_tree.py"): _published_tree}
 
 
 def check_python(words, monkeypatch) -> list:
-    if words[:1] == ["-c"]:
-        return []                                           # code, not an entry point
     entry, argv = _entry(words)
     if entry in NO_ARGPARSE:
         return NO_ARGPARSE[entry](argv)
@@ -417,7 +424,7 @@ def check(command: Shown, monkeypatch) -> list:
     """What is wrong with a shown command (empty when it parses)."""
     i = _program(command.argv)
     assignments = dict(word.split("=", 1) for word in command.argv[:i] if "=" in word)
-    words = [_expand(word) for word in command.argv[i:]]
+    words = [_expand(word, command.variables) for word in command.argv[i:]]
     if words[0] == "python":
         return check_python(words[1:], monkeypatch)
     if words[0] == "bash":
@@ -440,7 +447,7 @@ def test_every_shown_command_parses(page, monkeypatch):
 
 
 def _one(line: str) -> Shown:
-    (command,) = _commands("example.md", 1, line)
+    (command,) = _commands("example.md", 1, line, {})
     return command
 
 
@@ -483,14 +490,17 @@ def test_placeholders_are_skipped_by_the_stated_rule(line, reason):
 
 
 def test_commands_are_found_in_fences_loops_chains_and_inline_code():
-    lines = list(_logical_lines("for SEED in 1 2; do\n  bash scripts/xd_train.sh ${SEED}  # train\ndone\n"
-                                "python train.py --root $DATA \\\n  --seed 1 && python parse_test_res.py out\n", 10))
-    commands = [command for number, line in lines for command in _commands("x.md", number, line)]
+    lines = list(_logical_lines("for S in 7 8; do\n  bash scripts/xd_train.sh ${S}  # train\ndone\nexport ROOT=/d\n"
+                                "python train.py --root $ROOT \\\n  --seed 1 && python parse_test_res.py out\n", 10))
+    variables = {}
+    commands = [command for number, line in lines for command in _commands("x.md", number, line, variables)]
     assert [(c.line, c.argv) for c in commands] == [
-        (11, ("bash", "scripts/xd_train.sh", "${SEED}")),
-        (13, ("python", "train.py", "--root", "$DATA", "--seed", "1")),
-        (13, ("python", "parse_test_res.py", "out"))]
-    assert [_expand(word) for word in commands[0].argv] == ["bash", "scripts/xd_train.sh", "1"]
+        (11, ("bash", "scripts/xd_train.sh", "${S}")),
+        (14, ("python", "train.py", "--root", "$ROOT", "--seed", "1")),
+        (14, ("python", "parse_test_res.py", "out"))]
+    assert [_expand(word, commands[0].variables) for word in commands[0].argv] == ["bash", "scripts/xd_train.sh", "7"]
+    assert _expand(commands[1].argv[3], commands[1].variables) == "/d" and not placeholder(commands[1])
+    assert placeholder(_one("python train.py --root $ROOT")) == "unset variable $ROOT"
     checked = [c for c in shown_commands() if not placeholder(c)]
     programs = {c.argv[_program(c.argv) + 1] for c in checked}
     assert len(checked) >= 60 and {"train.py", "scripts/sweep.py", "scripts/base2new_train.sh", "demo.py",
