@@ -41,6 +41,7 @@ import runpy
 import shlex
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -260,7 +261,7 @@ def _entry(words):
     return ("path", words[0]), list(words[1:])
 
 
-def _run_until_parsed(entry, argv, monkeypatch):
+def _run_until_parsed(entry, argv):
     """Run ``entry`` as ``python`` would with ``argv``, stopping after its argparse parse.
     Returns (namespace or None, error message or None)."""
     kind, target = entry
@@ -284,41 +285,38 @@ def _run_until_parsed(entry, argv, monkeypatch):
             self.error(f"unrecognized arguments: {' '.join(extras)}")
         raise _Parsed(namespace)
 
-    if kind == "path":
-        path = REPO / target
-        if not path.is_file():
-            return None, f"{target} does not exist"
-        monkeypatch.syspath_prepend(str(path.parent))      # as `python FILE` does
-        monkeypatch.setattr(sys, "argv", [target, *argv])
-
-        def run():
-            runpy.run_path(str(path), run_name="__main__")
-    else:
-        monkeypatch.setattr(sys, "argv", [target, *argv])
-
-        def run():
-            runpy.run_module(target, run_name="__main__", alter_sys=True)
-    monkeypatch.setattr(parser_class, "parse_args", parse_args)
-    monkeypatch.setattr(parser_class, "parse_known_args", parse_known_args)
+    path = REPO / target
+    if kind == "path" and not path.is_file():
+        return None, f"{target} does not exist"
     out, err = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            _GUARD.append(target)
-            try:
-                run()
-            finally:
-                _GUARD.pop()
-    except _Parsed as parsed:
-        return parsed.namespace, None
-    except _DidWork as work:
-        return None, str(work)
-    except SystemExit as stop:
-        if stop.code in (0, None):                         # --help, or a listing
-            return None, None
-        said = (err.getvalue() or out.getvalue()).strip().splitlines() or [f"exit code {stop.code}"]
-        return None, next((line for line in reversed(said) if "error" in line), said[-1])
-    finally:
-        monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", [target, *argv])
+        patch.setattr(parser_class, "parse_args", parse_args)
+        patch.setattr(parser_class, "parse_known_args", parse_known_args)
+        if kind == "path":
+            patch.syspath_prepend(str(path.parent))      # as `python FILE` does
+        _GUARD.append(target)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                if kind == "path":
+                    runpy.run_path(str(path), run_name="__main__")
+                else:      # a module other tests imported already: runpy warns, harmless for a parse
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", "'.*' found in sys.modules", RuntimeWarning)
+                        runpy.run_module(target, run_name="__main__", alter_sys=True)
+        except _Parsed as parsed:
+            return parsed.namespace, None
+        except _DidWork as work:
+            return None, str(work)
+        except ImportError as exc:
+            return None, f"cannot be run: {exc}"
+        except SystemExit as stop:
+            if stop.code in (0, None):                     # --help, or a listing
+                return None, None
+            said = (err.getvalue() or out.getvalue()).strip().splitlines() or [f"exit code {stop.code}"]
+            return None, next((line for line in reversed(said) if "error" in line), said[-1])
+        finally:
+            _GUARD.pop()
     return None, "returned without parsing its arguments with argparse: give it a rule in NO_ARGPARSE"
 
 
@@ -355,11 +353,11 @@ def _published_tree(argv) -> list:
 NO_ARGPARSE = {("path", "tests/published_tree.py"): _published_tree}
 
 
-def check_python(words, monkeypatch) -> list:
+def check_python(words) -> list:
     entry, argv = _entry(words)
     if entry in NO_ARGPARSE:
         return NO_ARGPARSE[entry](argv)
-    namespace, error = _run_until_parsed(entry, argv, monkeypatch)
+    namespace, error = _run_until_parsed(entry, argv)
     if error:
         return [error]
     if entry == ("path", "train.py") and namespace is not None:
@@ -390,7 +388,7 @@ def _environment_problems(assignments: dict) -> list:
     return []
 
 
-def check_bash(words, assignments, monkeypatch) -> list:
+def check_bash(words, assignments) -> list:
     script, argv = words[0], list(words[1:])
     path = REPO / script
     if not path.is_file():
@@ -398,7 +396,7 @@ def check_bash(words, assignments, monkeypatch) -> list:
     if script == "bench/gpu.sh":                            # --check/--check-only, then bench_mmlop.py's flags
         if argv[:1] in (["--check"], ["--check-only"]):
             argv = argv[1:]
-        return check_python(["bench/bench_mmlop.py", "--device", "cuda", *argv], monkeypatch)
+        return check_python(["bench/bench_mmlop.py", "--device", "cuda", *argv])
     usage = USAGE.findall(path.read_text())
     if not usage:
         return [f"{script} has no usage line to check its arguments against"]
@@ -420,29 +418,29 @@ def check_bash(words, assignments, monkeypatch) -> list:
     return problems + _bad_config_pairs(argv)
 
 
-def check(command: Shown, monkeypatch) -> list:
+def check(command: Shown) -> list:
     """What is wrong with a shown command (empty when it parses)."""
     i = _program(command.argv)
     assignments = dict(word.split("=", 1) for word in command.argv[:i] if "=" in word)
     words = [_expand(word, command.variables) for word in command.argv[i:]]
     if words[0] == "python":
-        return check_python(words[1:], monkeypatch)
+        return check_python(words[1:])
     if words[0] == "bash":
-        return check_bash(words[1:], assignments, monkeypatch)
+        return check_bash(words[1:], assignments)
     if words[0].endswith(".py"):                            # scripts/X.py run directly
-        return check_python(words, monkeypatch)
-    return check_bash(words, assignments, monkeypatch)     # scripts/X.sh run directly
+        return check_python(words)
+    return check_bash(words, assignments)     # scripts/X.sh run directly
 
 
 # --- the tests ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
-def test_every_shown_command_parses(page, monkeypatch):
+def test_every_shown_command_parses(page):
     name = str(page.relative_to(REPO))
     broken = []
     for command in shown_commands():
         if command.page == name and not placeholder(command):
-            broken += [f"{command}\n    -> {problem}" for problem in check(command, monkeypatch)]
+            broken += [f"{command}\n    -> {problem}" for problem in check(command)]
     assert not broken, "commands that would not run as shown:\n" + "\n".join(broken)
 
 
@@ -459,22 +457,23 @@ def _one(line: str) -> Shown:
     ("python bench/bench_pipeline.py --rounds 3 --nn 5", "unrecognized arguments: --nn"),
     ("python -m mmlop sweeps --status", "unknown command 'sweeps'"),
     ("python tools/make_splits.py --root data", "tools/make_splits.py does not exist"),
+    ("python -m clip.modelz --help", "cannot be run: No module named clip.modelz"),
     ("bash scripts/base2new_train.sh dtd", "missing SEED"),
     ("bash scripts/base2new_train.sh textures 1", "DATASET 'textures' is not a file stem of configs/datasets/"),
     ("bash scripts/few_shot.sh dtd 1 16 TRAINER.PROMPTSRC.GPA_MEANS 45.0", "GPA_MEANS is not a config key"),
     ("TRAINER=IVLP CFG=vit_b16_ep5 bash scripts/base2new_train.sh dtd 1", "CFG=vit_b16_ep5: no configs/trainers/IVLP"),
     ("bash bench/gpu.sh --check --repz 50", "unrecognized arguments: --repz"),
 ])
-def test_a_typo_in_a_shown_command_is_caught(line, expected, monkeypatch):
-    problems = check(_one(line), monkeypatch)
+def test_a_typo_in_a_shown_command_is_caught(line, expected):
+    problems = check(_one(line))
     assert any(expected in problem for problem in problems), problems
 
 
-def test_correct_commands_pass_and_help_counts_as_parsed(monkeypatch):
-    for line in ("python train.py --help", "python -m mmlop --help",
+def test_correct_commands_pass_and_help_counts_as_parsed():
+    for line in ("python train.py --help", "python -m mmlop --help", "python -m clip.models",
                  "TRAINER=PromptSRC bash scripts/few_shot.sh dtd 1 16 TRAINER.PROMPTSRC.GPA_MEAN 45.0",
                  "bash scripts/xd_train.sh 1", "python scripts/sweep.py --table output --compare published"):
-        assert check(_one(line), monkeypatch) == [], line
+        assert check(_one(line)) == [], line
 
 
 @pytest.mark.parametrize("line, reason", [
@@ -507,12 +506,12 @@ def test_commands_are_found_in_fences_loops_chains_and_inline_code():
                                    "bench/bench_mmlop.py", "bench/gpu.sh"} <= programs, sorted(programs)
 
 
-def test_a_command_that_would_work_before_parsing_is_stopped_not_run(tmp_path, monkeypatch):
+def test_a_command_that_would_work_before_parsing_is_stopped_not_run(tmp_path):
     probe = REPO / "output_doc_commands_probe"
     script = tmp_path / "eager.py"
     script.write_text(f"import subprocess, sys\nif sys.argv[1:] == ['--spawn']:\n    subprocess.run(['true'])\n"
                       f"open({str(probe)!r}, 'w').write('ran')\n")
-    assert check_python([str(script)], monkeypatch) == [f"writes {probe} before its arguments are parsed"]
+    assert check_python([str(script)]) == [f"writes {probe} before its arguments are parsed"]
     assert not probe.exists()
-    assert check_python([str(script), "--spawn"], monkeypatch) == [
+    assert check_python([str(script), "--spawn"]) == [
         "starts a process (subprocess.Popen) before its arguments are parsed"]
