@@ -53,12 +53,8 @@ FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.S | re.M)
 INLINE = re.compile(r"`([^`]+)`")
 ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
 VARIABLE = re.compile(r"\$\{?([A-Za-z_]\w*)\}?")
-CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 PLACEHOLDER = re.compile(r"<[^>]*>|\[[A-Z][A-Z0-9_ .]*\]|\.\.\.|…")     # [SHOTS] is one, [0.5, 0.5] is not
 CAPITALS = re.compile(r"^[A-Z][A-Z0-9_]*$")
-OTHER_TOOLS = {"pip", "git", "sbatch", "squeue", "sacct", "scancel", "apt-get", "export", "cd", "for", "done",
-               "cat", "ls", "diff", "head", "tail", "grep", "echo", "mkdir", "rm", "cp", "mv", "tar", "wget",
-               "curl", "unzip", "ln", "srun", "salloc", "nvidia-smi", "time", "/usr/bin/time", "nice"}
 NOT_OURS = ("pytest", "pip", "venv", "http.server", "submitit")    # python -m of another project
 TRAINER_NAMES = {folder.name for folder in (REPO / "configs" / "trainers").iterdir()}
 # Trainers that exist only once a reader follows docs/ADDING_A_METHOD.md (their configs are paths
@@ -485,7 +481,7 @@ def test_correct_commands_pass_and_help_counts_as_parsed():
     ("TRAINER=ToyPrompt bash scripts/base2new_train.sh dtd 1", "ToyPrompt is the trainer the method guide"),
 ])
 def test_placeholders_are_skipped_by_the_stated_rule(line, reason):
-    assert placeholder(_one(line)) == reason or reason in placeholder(_one(line))
+    assert reason in (placeholder(_one(line)) or "")
 
 
 def test_commands_are_found_in_fences_loops_chains_and_inline_code():
