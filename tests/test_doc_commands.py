@@ -226,8 +226,9 @@ def _scratch(path) -> bool:
     """Writes Python itself makes while importing (bytecode caches) and temporary files."""
     if not isinstance(path, (str, bytes, os.PathLike)):
         return True                                        # a file descriptor
-    path = os.fsdecode(path)
-    return "__pycache__" in path or os.path.abspath(path).startswith(tempfile.gettempdir())
+    path = os.path.abspath(os.fsdecode(path))
+    in_repo = path.startswith(str(REPO) + os.sep)         # a clone may itself lie in the temporary folder
+    return "__pycache__" in path or path.startswith(tempfile.gettempdir()) and not in_repo
 
 
 def _audit(event: str, args) -> None:
