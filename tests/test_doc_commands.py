@@ -186,9 +186,10 @@ def placeholder(command: Shown):
     words = command.argv[_program(command.argv):]
     if words[:2] == ("python", "-c"):
         return "python -c runs code, not an entry point"
+    found = PLACEHOLDER.search(" ".join(words[1:]))        # across words: <cell folder>
+    if found:
+        return f"placeholder {found.group(0)!r}"
     for word in words[1:]:
-        if PLACEHOLDER.search(word):
-            return f"placeholder {word!r}"
         if CAPITALS.match(word) and word not in TRAINER_NAMES:
             return f"placeholder {word!r}"
         for variable in VARIABLE.findall(word):
@@ -477,6 +478,7 @@ def test_correct_commands_pass_and_help_counts_as_parsed():
     ("python train.py ... --eval-only", "placeholder '...'"),
     ("bash scripts/base2new_train.sh DATASET SEED", "placeholder 'DATASET'"),
     ("python -m mmlop <command>", "placeholder '<command>'"),
+    ("python parse_test_res.py <cell folder> --test-log", "placeholder '<cell folder>'"),
     ("python scripts/sweep.py --table [ROOT]", "placeholder '[ROOT]'"),
     ("bash scripts/base2new_train.sh dtd 1 MODEL.BACKBONE.NAME $NAME", "unset variable $NAME"),
     ("TRAINER=ToyPrompt bash scripts/base2new_train.sh dtd 1", "ToyPrompt is the trainer the method guide"),
