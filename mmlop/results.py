@@ -64,8 +64,13 @@ RESULTS_FILE = "results.json"
 LOG_FILE = "log.txt"
 
 
+def seed_folder(seed: int) -> str:
+    """``seed<S>``: the run folder of one seed, below its table cell's folder."""
+    return f"seed{seed}"
+
+
 def _seed(path: str, seed: Optional[int]) -> str:
-    return path if seed is None else f"{path}/seed{seed}"
+    return path if seed is None else f"{path}/{seed_folder(seed)}"
 
 
 def _shots_folder(folder: str, shots: int) -> str:

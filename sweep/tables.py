@@ -573,7 +573,7 @@ def _count_seeds(table: Table, asked: Optional[Sequence[int]]) -> None:
     cells = [(row["name"], c, row["cells"].get(ours, {}).get(c)) for row in table.rows if row["kind"] == "dataset"
              for c in table.columns if c not in table.derived]
     found = {r for _, _, v in cells if isinstance(v, Cell) for r in v.runs}
-    names = [f"seed{s}" for s in asked] if asked else sorted(found, key=lambda r: (len(r), r))
+    names = [results.seed_folder(s) for s in asked] if asked else sorted(found, key=lambda r: (len(r), r))
     table.seeds = names
     missing = []
     for dataset, col, v in cells:
