@@ -38,7 +38,7 @@ class Job:
     """One ``train.py`` run. ``id`` is its output folder relative to the output root (unique)."""
 
     id: str
-    kind: str                        # "train" (trains, or eval-only for ZeroshotCLIP), "test", "eval"
+    kind: str                        # "train" (trains, or eval-only for a method that does not), "test", "eval"
     protocol: str                    # base2new, xd (also the dg runs), few_shot, zeroshot
     trainer: str
     cfg: str                         # config stem
