@@ -13,8 +13,12 @@ cross-dataset evaluation). ``--test-log`` is for evaluation-only runs (the test 
 Numbers: by default the same as upstream's parser prints from the same logs: each run's value is
 the rounded ``* <keyword>: <value>%`` line its log prints (one decimal) after the end signal
 (``Finish training``, or ``=> result`` with ``--test-log``; the last such line counts), and the
-summary is the mean (and population std) of those. ``log.txt`` is read first, as upstream does;
-when it holds no result (a run killed and resumed writes its result to a timestamped
+summary is the mean (and population std) of those. A log that states its kind in its arguments
+(``eval_only: True`` or ``False``, as ``train.py`` prints them) is read by that instead, with or
+without ``--test-log``: an evaluation-only log in a training folder (zero-shot CLIP's
+``train_base`` runs) has its result, and an unfinished training log has none (see
+``mmlop/results.py``, which holds these rules for every table). ``log.txt`` is read first, as
+upstream does; when it holds no result (a run killed and resumed writes its result to a timestamped
 ``log.txt-*``), the newest timestamped log with one is used, which upstream's parser would skip.
 ``--exact`` uses the unrounded value of each run's ``results.json`` instead (e.g. 59.72 where the
 logs give 59.70), falling back to the logs. Entries without results are skipped with a note.
@@ -22,139 +26,21 @@ logs give 59.70), falling back to the logs. Entries without results are skipped 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
-import re
 import sys
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from tabulate import tabulate
 
-TRAIN_END_SIGNAL = "Finish training"
-TEST_END_SIGNAL = "=> result"
-JSON_KEYS = {"accuracy": "accuracy", "error": "error_rate", "error_rate": "error_rate", "macro_f1": "macro_f1"}
-
-
-def listdir_nohidden(path: str) -> list[str]:
-    """Entries of ``path`` not starting with a dot (kept free of torch so this script starts fast)."""
-    return [name for name in os.listdir(path) if not name.startswith(".")]
-
-
-def read_json(fpath: str) -> Any:
-    with open(fpath) as f:
-        return json.load(f)
-
-
-def log_files(run_dir: str) -> list[str]:
-    """``log.txt`` then the timestamped ``log.txt-*`` files of ``run_dir``, oldest first."""
-    names = [n for n in os.listdir(run_dir) if n == "log.txt" or n.startswith("log.txt-")]
-    names.sort(key=lambda n: (n != "log.txt", n))
-    return [os.path.join(run_dir, n) for n in names]
-
-
-def parse_log(fpath: str, keyword: str = "accuracy", end_signal: str = TRAIN_END_SIGNAL) -> Optional[float]:
-    """The last ``* <keyword>: <x>%`` value after ``end_signal`` in ``fpath``, or None."""
-    pattern = re.compile(r"\* " + re.escape(keyword) + r": ([\.\deE+-]+)%")
-    value, started = None, False
-    with open(fpath, errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if line == end_signal:
-                started = True
-            if not started:
-                continue
-            match = pattern.search(line)
-            if match:
-                value = float(match.group(1))
-    return value
-
-
-def _results_json(run_dir: str, keyword: str) -> Optional[dict[str, Any]]:
-    """``results.json`` of ``run_dir`` when it holds ``keyword`` (its JSON name), else None."""
-    json_path = os.path.join(run_dir, "results.json")
-    json_key = JSON_KEYS.get(keyword, keyword)
-    if not os.path.isfile(json_path):
-        return None
-    try:
-        record = read_json(json_path)
-    except (OSError, ValueError):
-        return None
-    if isinstance(record, dict) and isinstance(record.get(json_key), (int, float)) \
-            and not isinstance(record.get(json_key), bool):
-        out = dict(record)
-        out[keyword] = float(record[json_key])
-        out["source"] = json_path
-        return out
-    return None
-
-
-def parse_run(run_dir: str, keyword: str = "accuracy", test_log: bool = False,
-              exact: bool = True) -> Optional[dict[str, Any]]:
-    """The result of one run folder as a dict (``keyword``, ``source``, results.json fields).
-
-    ``exact``: the unrounded value of ``results.json`` when present, else the logs. Otherwise the
-    logs' rounded value (``log.txt`` first, as upstream's parser, then the newest ``log.txt-*``),
-    else ``results.json``'s value rounded to one decimal, as the log prints it."""
-    from_json = _results_json(run_dir, keyword)
-    if exact and from_json is not None:
-        return from_json
-    end_signal = TEST_END_SIGNAL if test_log else TRAIN_END_SIGNAL
-    logs = log_files(run_dir)
-    for fpath in logs[:1] + logs[:0:-1]:          # log.txt, then the timestamped ones, newest first
-        value = parse_log(fpath, keyword, end_signal)
-        if value is not None:
-            return {keyword: value, "source": fpath}
-    if from_json is not None:
-        from_json[keyword] = float(f"{from_json[keyword]:.1f}")
-        from_json["rounded"] = True
-        return from_json
-    return None
-
-
-def collect_results(
-    directory: str, keyword: str = "accuracy", test_log: bool = False, verbose: bool = False,
-    exact: bool = True,
-) -> list[dict[str, Any]]:
-    """One dict per run folder of ``directory`` (sorted by name) that has a result.
-
-    Each dict has ``run`` (folder name), ``source`` (file read), ``keyword`` -> value in percent,
-    plus the fields of ``results.json`` when it was the source. Other entries are skipped (with a
-    note when ``verbose``). ``exact`` (this function's default; the command line's is upstream's
-    rounded log values) prefers ``results.json``'s unrounded value, see ``parse_run``.
-    """
-    results = []
-    for name in sorted(listdir_nohidden(directory)):
-        run_dir = os.path.join(directory, name)
-        if not os.path.isdir(run_dir):
-            if verbose:
-                print(f"Skipping {run_dir}: not a run folder")
-            continue
-        record = parse_run(run_dir, keyword, test_log, exact)
-        if record is None:
-            if verbose:
-                has_logs = bool(log_files(run_dir)) or os.path.isfile(os.path.join(run_dir, "results.json"))
-                why = "no result found in its logs" if has_logs else "no log.txt or results.json"
-                print(f"Skipping {run_dir}: {why}")
-            continue
-        record["run"] = name
-        results.append(record)
-    return results
-
-
-def summarize(values: Sequence[float], ci95: bool = False) -> tuple[float, float]:
-    """``(mean, spread)``: spread = population std (ddof=0, as CoOp), or ``1.96 * std / sqrt(n)``."""
-    n = len(values)
-    if n == 0:
-        raise ValueError("No values to summarize")
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / n)
-    return mean, (1.96 * std / math.sqrt(n) if ci95 else std)
-
-
-def _has_result_files(path: str) -> bool:
-    return os.path.isdir(path) and (bool(log_files(path))
-                                    or os.path.isfile(os.path.join(path, "results.json")))
+from mmlop.results import (
+    TEST_END_SIGNAL,
+    TRAIN_END_SIGNAL,
+    average,
+    collect_results,
+    is_run_folder,
+    listdir_nohidden,
+    summarize,
+)
 
 
 def _subdirs(path: str) -> list[str]:
@@ -170,7 +56,7 @@ def _first_run_parent(directory: str, max_depth: int = 6, max_dirs: int = 5000) 
         for path in level:
             seen += 1
             children = _subdirs(path)
-            if any(_has_result_files(c) for c in children):
+            if any(is_run_folder(c) for c in children):
                 return path
             following += children
             if seen > max_dirs:
@@ -182,12 +68,12 @@ def _first_run_parent(directory: str, max_depth: int = 6, max_dirs: int = 5000) 
 def layout_hint(directory: str, multi_exp: bool) -> str:
     """Why nothing was found in ``directory``: what it must hold and where the runs actually are."""
     expected = "<experiment>/<run>/log.txt" if multi_exp else "<run>/log.txt"
-    if _has_result_files(directory):
+    if is_run_folder(directory):
         return f"{directory} is itself a run folder; give its parent (DIRECTORY holds {expected})"
     children = _subdirs(directory)
-    if any(_has_result_files(c) for c in children):
+    if any(is_run_folder(c) for c in children):
         return f"its subfolders are run folders: drop --multi-exp (it expects DIRECTORY/{expected})"
-    if any(_has_result_files(g) for c in children for g in _subdirs(c)):
+    if any(is_run_folder(g) for c in children for g in _subdirs(c)):
         return f"its subfolders hold run folders: add --multi-exp, or give one of them ({children[0]})"
     found = _first_run_parent(directory)
     if found is None:
@@ -256,10 +142,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, float]:
     if not means:
         raise ValueError(f"Nothing found in {args.directory}: "
                          f"{layout_hint(args.directory, multi_exp=True)}")
-    average = sum(means) / len(means)
+    overall = average(means)
     print("Average performance")
-    print(f"* {args.keyword}: {average:.2f}%")
-    return {args.keyword: average}
+    print(f"* {args.keyword}: {overall:.2f}%")
+    return {args.keyword: overall}
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:

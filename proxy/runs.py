@@ -1,4 +1,5 @@
-"""Base-to-novel runs through ``train.py``, in the output tree of ``scripts/base2new_*.sh``.
+"""Base-to-novel runs through ``train.py``, in the output tree of ``scripts/base2new_*.sh``
+(``mmlop/results.py``'s layout; results are read and combined there too).
 
 One run of a method on a dataset and seed is two ``train.py`` calls, as in CoOp/MaPLe/PromptSRC:
 
@@ -14,10 +15,12 @@ made with another backbone is reported, not reused.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
+
+from mmlop import results
+from mmlop.results import harmonic_mean, read_results
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOTS = 16
@@ -64,25 +67,11 @@ class RunResult:
         return harmonic_mean(self.base, self.novel)
 
 
-def harmonic_mean(base: float, novel: float) -> float:
-    """``2 * base * novel / (base + novel)`` (0 when both are 0)."""
-    return 0.0 if base + novel == 0 else 2.0 * base * novel / (base + novel)
-
-
 def run_dirs(output_root: str, dataset: str, method: Method, seed: int) -> tuple[str, str]:
     """The ``train_base`` and ``test_new`` folders of a run (upstream layout)."""
-    tail = os.path.join(dataset, f"shots_{SHOTS}", method.trainer, method.folder, f"seed{seed}")
-    return (os.path.join(output_root, "base2new", "train_base", tail),
-            os.path.join(output_root, "base2new", "test_new", tail))
-
-
-def read_results(directory: str) -> Optional[dict]:
-    """A run's ``results.json`` (None: absent or unreadable)."""
-    try:
-        with open(os.path.join(directory, "results.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    return tuple(os.path.join(output_root, results.base2new_dir(split, dataset, SHOTS, method.trainer,
+                                                                method.folder, seed))
+                 for split in results.BASE2NEW_SPLITS)
 
 
 class TrainPyError(RuntimeError):

@@ -4,8 +4,8 @@
         --cfg vit_b16_c2_ep30_batch4_4+4ctx [--shots 16] [--json table.json]
 
 Reads ``<root>/train_base/<dataset>/shots_<S>/<trainer>/<cfg>/seed*/`` (base accuracy, the test
-after training) and ``<root>/test_new/...`` (novel accuracy) through
-``parse_test_res.collect_results`` (``results.json``, else the logs). Per dataset: mean over the
+after training) and ``<root>/test_new/...`` (novel accuracy), reading each run and combining them
+as ``mmlop/results.py`` defines (``results.json``, else the logs). Per dataset: mean over the
 seeds of base and of novel, and ``HM = 2 b n / (b + n)`` of those means; the ``Average`` row is the
 mean of the per-dataset base and novel accuracies and their HM (how the MaPLe and PromptSRC READMEs
 report it). A dataset with no novel result yet shows ``-``.
@@ -22,12 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tabulate import tabulate  # noqa: E402
 
-from parse_test_res import collect_results  # noqa: E402
-
-
-def harmonic_mean(base: float, novel: float) -> float:
-    """``2 b n / (b + n)`` (0 when both are 0)."""
-    return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)
+from mmlop.results import BASE2NEW, base2new_average, base2new_dir, collect_results, harmonic_mean, summarize  # noqa: E402
 
 
 def _seed_mean(run_parent: str) -> tuple[Optional[float], int]:
@@ -35,30 +30,30 @@ def _seed_mean(run_parent: str) -> tuple[Optional[float], int]:
         return None, 0
     values = [r["accuracy"] for r in collect_results(run_parent, test_log=True)
               if r["run"].startswith("seed")]
-    return (sum(values) / len(values), len(values)) if values else (None, 0)
+    return (summarize(values)[0], len(values)) if values else (None, 0)
 
 
 def build_table(root: str, trainer: str, cfg: str, shots: int = 16) -> list[dict]:
     """One row per dataset with results, then the ``Average`` row (datasets with both numbers)."""
+    def runs(split: str, dataset: str) -> str:       # ROOT is the base2new folder, of any name
+        return os.path.join(root, os.path.relpath(base2new_dir(split, dataset, shots, trainer, cfg), BASE2NEW))
+
     base_root = os.path.join(root, "train_base")
     if not os.path.isdir(base_root):
-        raise FileNotFoundError(f"{base_root} not found: give the base2new output folder "
+        raise FileNotFoundError(f"{base_root} not found: give the {BASE2NEW} output folder "
                                 "(the one holding train_base/ and test_new/)")
     rows = []
     for dataset in sorted(os.listdir(base_root)):
-        tail = os.path.join(dataset, f"shots_{shots}", trainer, cfg)
-        base, n_base = _seed_mean(os.path.join(base_root, tail))
-        novel, n_novel = _seed_mean(os.path.join(root, "test_new", tail))
+        base, n_base = _seed_mean(runs("train_base", dataset))
+        novel, n_novel = _seed_mean(runs("test_new", dataset))
         if base is None and novel is None:
             continue
         hm = harmonic_mean(base, novel) if base is not None and novel is not None else None
         rows.append({"dataset": dataset, "base": base, "novel": novel, "hm": hm,
                      "seeds_base": n_base, "seeds_novel": n_novel})
-    complete = [r for r in rows if r["hm"] is not None]
-    if complete:
-        b = sum(r["base"] for r in complete) / len(complete)
-        n = sum(r["novel"] for r in complete) / len(complete)
-        rows.append({"dataset": "Average", "base": b, "novel": n, "hm": harmonic_mean(b, n),
+    avg = base2new_average([(r["base"], r["novel"]) for r in rows])
+    if avg:
+        rows.append({"dataset": "Average", "base": avg[0], "novel": avg[1], "hm": avg[2],
                      "seeds_base": None, "seeds_novel": None})
     return rows
 

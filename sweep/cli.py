@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="base2new, xd (cross-dataset), dg (domain generalization), few_shot, zeroshot")
     what.add_argument("--trainers", nargs="+", metavar="T[:CFG]",
                       help="trainers, each with its default config for the protocol or CFG (default MMLoP; "
-                           "zeroshot: ZeroshotCLIP)")
+                           "zeroshot: the trainers that do not train)")
     what.add_argument("--datasets", nargs="+", help="dataset config stems, or 'all' (the protocol's datasets)")
     what.add_argument("--seeds", nargs="+", type=int, help="default 1 2 3")
     what.add_argument("--shots", nargs="+", type=int, help="default 16 (few_shot: 1 2 4 8 16)")
@@ -82,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--report", nargs="?", const="", metavar="ROOT",
                       help="write a reproduction report of ROOT (default: --table's or --output) against the "
                            "published tables: REPORT.md and PNG plots in <ROOT>/.sweep/report")
-    mode.add_argument("--table-dir", help="where the CSV and JSON tables go (default <output>/.sweep/<name>/tables, "
-                                          "or <ROOT>/.sweep/tables for --table)")
+    mode.add_argument("--table-dir", help="where the CSV and JSON tables go (default <output>/.sweep/<name>/tables "
+                                          "after a sweep; --table writes them only here, never into the tree "
+                                          "it reads)")
     mode.add_argument("--no-tables", action="store_true", help="no tables at the end of a sweep")
     mode.add_argument("--quiet", action="store_true", help="no progress line")
     return p
@@ -108,7 +109,9 @@ def spec_from_args(args: argparse.Namespace, trailing: Sequence[str]) -> tuple[S
     if args.trainers:
         changes["trainers"] = tuple(parse_trainer(t) for t in args.trainers)
     elif not args.sweep_file and args.protocols and set(args.protocols) == {"zeroshot"}:
-        changes["trainers"] = (parse_trainer("ZeroshotCLIP"),)
+        from .jobs import zeroshot_trainers
+
+        changes["trainers"] = tuple(parse_trainer(name) for name in zeroshot_trainers())
     if args.datasets:
         changes["datasets"] = tuple(args.datasets)
     if args.seeds:
@@ -335,9 +338,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # ROOT (or --output) relative to the current folder; the scripts' default otherwise.
         given_root = args.table or args.report or args.output
         root = os.path.abspath(given_root) if given_root else os.path.join(REPO_ROOT, "output")
-        table_dir = args.table_dir or os.path.join(root, STATE_DIR, "tables")
+        # The tree may be a colleague's or upstream's: the tables are printed, and written only to --table-dir.
         report_dir = None if args.report is None else os.path.join(root, STATE_DIR, "report")
-        return print_tables(root, args.compare, table_dir, stream=out, report_dir=report_dir)
+        return print_tables(root, args.compare, args.table_dir, stream=out, report_dir=report_dir)
 
     try:
         spec, file_backend = spec_from_args(args, trailing)

@@ -1,20 +1,21 @@
 """The jobs of a sweep: one ``train.py`` call each, the same call and the same output folder as
-``scripts/*.sh`` (see ``scripts/common.sh``), so the scripts and a sweep skip each other's
-finished runs (``results.json``) and their trees are indistinguishable.
+``scripts/*.sh`` (see ``scripts/common.sh``; the folders are ``mmlop/results.py``'s layout), so the
+scripts and a sweep skip each other's finished runs (``results.json``) and their trees are
+indistinguishable.
 
 ========================  =========================================================================
-script                    job (output folder under OUTPUT; ``deps``)
+script                    job (``mmlop.results`` folder; ``deps``)
 ========================  =========================================================================
-base2new_train.sh D S     ``base2new/train_base/D/shots_K/T/CFG/seedS``
-base2new_test.sh D S      ``base2new/test_new/D/shots_K/T/CFG/seedS`` (after the train job)
-xd_train.sh S             ``SOURCE/T/CFG_Kshots/seedS`` (xd and dg share it)
-xd_test.sh D S            ``evaluation/T/CFG_Kshots/D/seedS`` (after the xd train job)
-few_shot.sh D S K         ``D/T/CFG_Kshots/seedS``
-zeroshot.sh D             ``ZeroshotCLIP/CFG/D``
+base2new_train.sh D S     train (``base2new_dir("train_base", ...)``)
+base2new_test.sh D S      test (``base2new_dir("test_new", ...)``), after the train job
+xd_train.sh S             train (``few_shot_dir`` of SOURCE; xd and dg share it)
+xd_test.sh D S            test (``evaluation_dir``), after the xd train job
+few_shot.sh D S K         train (``few_shot_dir``)
+zeroshot.sh D             eval (``zeroshot_dir``)
 ========================  =========================================================================
 
-Trainers that do not train (ZeroshotCLIP) run ``--eval-only`` in the "train" jobs and their test
-jobs need no model (no dependency), exactly as the scripts do.
+Trainers that do not train (their ``trains`` fact) run ``--eval-only`` in the "train" jobs and
+their test jobs need no model (no dependency), exactly as the scripts do.
 """
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from .spec import CONFIG_PROTOCOL, REPO_ROOT, Paths, SweepSpec, TrainerEntry, absolute, resolve_paths, validate
+from mmlop import results
+from mmlop.results import RESULTS_FILE
 
-RESULTS_FILE = "results.json"
+from .spec import CONFIG_PROTOCOL, REPO_ROOT, Paths, SweepSpec, TrainerEntry, absolute, resolve_paths, validate
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class Job:
     """One ``train.py`` run. ``id`` is its output folder relative to the output root (unique)."""
 
     id: str
-    kind: str                        # "train" (trains, or eval-only for ZeroshotCLIP), "test", "eval"
+    kind: str                        # "train" (trains, or eval-only for a method that does not), "test", "eval"
     protocol: str                    # base2new, xd (also the dg runs), few_shot, zeroshot
     trainer: str
     cfg: str                         # config stem
@@ -181,6 +183,13 @@ def check_job_configs(jobs: Sequence[Job]) -> list[str]:
             for message, ids in hits.items()]
 
 
+def zeroshot_trainers() -> list[str]:
+    """The registered methods that do not train: those the zeroshot protocol runs."""
+    from trainers.core.methods import registered_methods
+
+    return [m.name for m in registered_methods() if not m.trains]
+
+
 def _entry_label(entry: TrainerEntry, folder: str) -> str:
     return entry.label or f"{entry.trainer}/{folder}"
 
@@ -235,9 +244,10 @@ def _with_protocols(job: Job, protocols: tuple[str, ...]) -> Job:
 
 def _plan_entry(spec: SweepSpec, paths: Paths, facts: _Facts, protocol: str, entry: TrainerEntry, add) -> None:
     info = facts.info(entry.trainer)
-    if protocol == "zeroshot" and info.name != "ZeroshotCLIP":
-        raise ValueError("the zeroshot protocol runs ZeroshotCLIP only (as scripts/zeroshot.sh); "
-                         "give --trainers ZeroshotCLIP[:CFG]")
+    if protocol == "zeroshot" and info.trains:
+        names = zeroshot_trainers()
+        raise ValueError(f"the zeroshot protocol runs {' or '.join(names)} only (the methods that do not train, as "
+                         f"scripts/zeroshot.sh); {info.name} trains: give --trainers {names[0]}[:CFG]")
     opts = tuple(entry.opts) + tuple(spec.opts)
     if len(opts) % 2:
         raise ValueError(f"opts are KEY VALUE pairs, got {list(opts)}")
@@ -283,8 +293,8 @@ def _plan_entry(spec: SweepSpec, paths: Paths, facts: _Facts, protocol: str, ent
                 stem, config_file, folder, epoch = config(dataset)
                 for s_index, seed in enumerate(spec.seeds):
                     key = (k, d_index, s_index)
-                    tail = f"{dataset}/shots_{shots}/{t}/{folder}/seed{seed}"
-                    train_rel, test_rel = f"base2new/train_base/{tail}", f"base2new/test_new/{tail}"
+                    train_rel, test_rel = (results.base2new_dir(split, dataset, shots, t, folder, seed)
+                                           for split in results.BASE2NEW_SPLITS)
                     shot_opts = ("DATASET.NUM_SHOTS", str(shots))
                     add(job("train", "base2new", dataset, seed, shots, train_rel,
                             argv(dataset, seed, _join(out, train_rel), config_file, *eval_only, *shot_opts,
@@ -304,13 +314,13 @@ def _plan_entry(spec: SweepSpec, paths: Paths, facts: _Facts, protocol: str, ent
         for k, shots in enumerate(spec.shots_for(protocol)):
             for s_index, seed in enumerate(spec.seeds):
                 key = (k, s_index)
-                train_rel = f"{source}/{t}/{folder}_{shots}shots/seed{seed}"
+                train_rel = results.few_shot_dir(source, t, folder, shots, seed)
                 add(job("train", "xd", source, seed, shots, train_rel,
                         argv(source, seed, _join(out, train_rel), config_file, *eval_only,
                              "DATASET.NUM_SHOTS", str(shots), *opts), stem, folder,
                         expect=(("num_shots", shots),)), key + (0,))
                 for d_index, dataset in enumerate(spec.datasets_for(protocol), 1):
-                    rel = f"evaluation/{t}/{folder}_{shots}shots/{dataset}/seed{seed}"
+                    rel = results.evaluation_dir(dataset, t, folder, shots, seed)
                     add(job("test", "xd", dataset, seed, shots, rel,
                             argv(dataset, seed, _join(out, rel), config_file, *model_args(train_rel, epoch),
                                  "--eval-only", *opts), stem, folder,
@@ -322,7 +332,7 @@ def _plan_entry(spec: SweepSpec, paths: Paths, facts: _Facts, protocol: str, ent
             stem, config_file, folder, _ = config(dataset)
             for k, shots in enumerate(spec.shots_for(protocol)):
                 for s_index, seed in enumerate(spec.seeds):
-                    rel = f"{dataset}/{t}/{folder}_{shots}shots/seed{seed}"
+                    rel = results.few_shot_dir(dataset, t, folder, shots, seed)
                     add(job("train", "few_shot", dataset, seed, shots, rel,
                             argv(dataset, seed, _join(out, rel), config_file, *eval_only,
                                  "DATASET.NUM_SHOTS", str(shots), *opts), stem, folder,
@@ -330,7 +340,7 @@ def _plan_entry(spec: SweepSpec, paths: Paths, facts: _Facts, protocol: str, ent
     elif protocol == "zeroshot":
         for d_index, dataset in enumerate(spec.datasets_for(protocol)):
             stem, config_file, folder, _ = config(dataset)
-            rel = f"ZeroshotCLIP/{folder}/{dataset}"
+            rel = results.zeroshot_dir(folder, dataset)
             add(job("eval", "zeroshot", dataset, None, 0, rel,
                     argv(dataset, None, _join(out, rel), config_file, "--eval-only", *opts), stem, folder),
                 (d_index,))

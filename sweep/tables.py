@@ -1,12 +1,12 @@
 """The papers' tables from an output tree (ours, the scripts', or upstream CoOp / CoCoOp / MaPLe /
 PromptSRC), optionally beside the same tables of other trees.
 
-Every number is read by ``parse_test_res.collect_results(<folder>, test_log=True)`` and averaged by
-``parse_test_res.summarize`` (population std over the seed folders), so a cell equals what
+Every number is read and averaged as ``mmlop/results.py`` defines (``collect_results(<folder>,
+test_log=True)``, ``summarize``: population std over the seed folders), so a cell equals what
 ``python parse_test_res.py <folder> --test-log`` prints for the same folder: ``results.json`` when a
 run has one, else its ``log.txt`` (upstream trees). Missing cells are ``–``, never 0.
 
-Layouts (the folders of ``scripts/*.sh`` and upstream):
+Layouts (``mmlop/results.py``: the folders of ``scripts/*.sh`` and upstream):
 
 * base-to-novel: ``base2new/{train_base,test_new}/<dataset>/shots_<K>/<T>/<cfg>/seed*``; per
   dataset base, novel (mean ± std over seeds) and HM of the two means; the average row averages
@@ -30,26 +30,17 @@ import json
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
-from .spec import BENCHMARK_11, DOMAIN_SHIFTS, REPO_ROOT, SHIFTED_DATASETS
+from mmlop import results
+from mmlop.results import collect_results, harmonic_mean, parse_run, summarize
 
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-from parse_test_res import collect_results, parse_run, summarize  # noqa: E402
+from .spec import BENCHMARK_11, DOMAIN_SHIFTS, SHIFTED_DATASETS
 
 MISSING = "–"
 SETTING_NAMES = {"shots": "shots", "backbone": "backbone", "epochs": "epochs", "classes": "classes"}
 KNOWN_ORDER = BENCHMARK_11 + tuple(d for targets in DOMAIN_SHIFTS.values() for d in targets)
-SKIP_TOP = {"base2new", "evaluation", "ZeroshotCLIP", "few_shot"}
-SHOTS_RE = re.compile(r"^(.*)_(\d+)shots$")
-
-
-def harmonic_mean(a: float, b: float) -> float:
-    """``2 a b / (a + b)`` (0 when both are 0), as ``scripts/base2new_table.py``."""
-    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
 
 
 def dataset_order(names: Iterable[str]) -> list[str]:
@@ -195,126 +186,58 @@ class Method:
         return dict(self.per_dataset).get(dataset, self.folder)
 
 
-def _subdirs(path: str) -> list[str]:
-    try:
-        return sorted(n for n in os.listdir(path) if not n.startswith(".") and os.path.isdir(os.path.join(path, n)))
-    except OSError:
-        return []
-
-
-def _has_runs(path: str) -> bool:
-    return any(os.path.isfile(os.path.join(path, d, "results.json")) or os.path.isfile(os.path.join(path, d, "log.txt"))
-               for d in _subdirs(path))
-
-
 class Tree:
-    """An output root (``output/``, or its ``base2new/`` folder) and where its runs are."""
+    """An output root (``output/``, or its ``base2new/`` folder) and where its runs are (the layout
+    of ``mmlop/results.py``)."""
 
     def __init__(self, root: str, label: str = "ours") -> None:
         root = os.path.abspath(root)
-        if os.path.basename(root) == "base2new" and os.path.isdir(os.path.join(root, "train_base")):
-            self.root, self.b2n = os.path.dirname(root), root
-        else:
-            self.root, self.b2n = root, os.path.join(root, "base2new")
+        if os.path.basename(root) == results.BASE2NEW and os.path.isdir(os.path.join(root, "train_base")):
+            root = os.path.dirname(root)
+        self.root = root
         self.label = label
 
     # base-to-novel
     def b2n_dir(self, split: str, dataset: str, m: Method) -> str:
-        return os.path.join(self.b2n, split, dataset, f"shots_{m.shots}", m.trainer, m.folder_for(dataset))
+        return os.path.join(self.root, results.base2new_dir(split, dataset, m.shots, m.trainer, m.folder_for(dataset)))
 
     def b2n_methods(self) -> dict[Method, set[str]]:
-        out: dict[Method, set[str]] = {}
-        for split in ("train_base", "test_new"):
-            base = os.path.join(self.b2n, split)
-            for d in _subdirs(base):
-                for s in _subdirs(os.path.join(base, d)):
-                    if not s.startswith("shots_") or not s[6:].isdigit():
-                        continue
-                    for t in _subdirs(os.path.join(base, d, s)):
-                        for c in _subdirs(os.path.join(base, d, s, t)):
-                            if _has_runs(os.path.join(base, d, s, t, c)):
-                                out.setdefault(Method(t, c, int(s[6:])), set()).add(d)
-        return merge_dataset_defaults(out, "base2new")
+        found = results.find_base2new(self.root)
+        return merge_dataset_defaults({Method(*key): ds for key, ds in found.items()}, "base2new")
 
     # cross-dataset / domain generalization
     def eval_dir(self, m: Method, dataset: str) -> str:
-        folder, _, variant = m.folder.partition("/")
-        return os.path.join(self.root, "evaluation", m.trainer, f"{folder}_{m.shots}shots", variant, dataset)
+        return os.path.join(self.root, results.evaluation_dir(dataset, m.trainer, m.folder, m.shots))
 
     def source_dir(self, m: Method, source: str) -> str:
-        folder, _, variant = m.folder.partition("/")
-        return os.path.join(self.root, source, m.trainer, f"{folder}_{m.shots}shots", variant)
+        return os.path.join(self.root, results.few_shot_dir(source, m.trainer, m.folder, m.shots))
 
     def xd_methods(self) -> dict[Method, set[str]]:
-        out: dict[Method, set[str]] = {}
-        base = os.path.join(self.root, "evaluation")
-        for t in _subdirs(base):
-            for c in _subdirs(os.path.join(base, t)):
-                match = SHOTS_RE.match(c)
-                if not match:
-                    continue
-                for sub in _subdirs(os.path.join(base, t, c)):
-                    path = os.path.join(base, t, c, sub)
-                    if _has_runs(path):
-                        out.setdefault(Method(t, match.group(1), int(match.group(2))), set()).add(sub)
-                    else:                                   # CoOp's extra level
-                        for d in _subdirs(path):
-                            if _has_runs(os.path.join(path, d)):
-                                out.setdefault(Method(t, f"{match.group(1)}/{sub}", int(match.group(2))),
-                                               set()).add(d)
-        return out
+        return {Method(*key): ds for key, ds in results.find_evaluations(self.root).items()}
 
     def source_of(self, m: Method) -> Optional[str]:
-        found = [d for d in self._top_datasets() if _has_runs(self.source_dir(m, d))]
+        found = [d for d in results.top_datasets(self.root) if results.holds_runs(self.source_dir(m, d))]
         return "imagenet" if "imagenet" in found else (found[0] if found else None)
 
     # few-shot
     def fs_dir(self, m: Method, dataset: str) -> str:
-        folder, _, variant = m.folder.partition("/")
-        for root in (self.root, os.path.join(self.root, "few_shot")):
-            path = os.path.join(root, dataset, m.trainer, f"{folder}_{m.shots}shots", variant)
-            if os.path.isdir(path):
-                return path
-        return os.path.join(self.root, dataset, m.trainer, f"{folder}_{m.shots}shots", variant)
-
-    def _top_datasets(self) -> list[str]:
-        return [d for d in _subdirs(self.root) if d not in SKIP_TOP]
+        rel = results.few_shot_dir(dataset, m.trainer, m.folder, m.shots)
+        for root in (self.root, os.path.join(self.root, results.FEW_SHOT)):
+            if os.path.isdir(os.path.join(root, rel)):
+                return os.path.join(root, rel)
+        return os.path.join(self.root, rel)
 
     def fs_methods(self) -> dict[Method, set[str]]:
         xd = {(m.trainer, m.folder, m.shots) for m in self.xd_methods()}
-        out: dict[Method, set[str]] = {}
-        for root in (self.root, os.path.join(self.root, "few_shot")):
-            for d in _subdirs(root):
-                if d in SKIP_TOP:
-                    continue
-                for t in _subdirs(os.path.join(root, d)):
-                    for c in _subdirs(os.path.join(root, d, t)):
-                        match = SHOTS_RE.match(c)
-                        if not match:
-                            continue
-                        path = os.path.join(root, d, t, c)
-                        folders = [match.group(1)] if _has_runs(path) else \
-                            [f"{match.group(1)}/{v}" for v in _subdirs(path) if _has_runs(os.path.join(path, v))]
-                        for folder in folders:
-                            key = (t, folder, int(match.group(2)))
-                            if key in xd:          # the training of a cross-dataset run
-                                continue
-                            out.setdefault(Method(*key), set()).add(d)
-        return out
+        return {Method(*key): ds for key, ds in results.find_few_shot(self.root).items()
+                if key not in xd}                  # not the training of a cross-dataset run
 
     # zero-shot
     def zs_dir(self, cfg: str, dataset: str) -> str:
-        return os.path.join(self.root, "ZeroshotCLIP", cfg, dataset)
+        return os.path.join(self.root, results.zeroshot_dir(cfg, dataset))
 
     def zs_methods(self) -> dict[str, set[str]]:
-        base = os.path.join(self.root, "ZeroshotCLIP")
-        out: dict[str, set[str]] = {}
-        for c in _subdirs(base):
-            for d in _subdirs(os.path.join(base, c)):
-                p = os.path.join(base, c, d)
-                if os.path.isfile(os.path.join(p, "results.json")) or os.path.isfile(os.path.join(p, "log.txt")):
-                    out.setdefault(c, set()).add(d)
-        return out
+        return results.find_zeroshot(self.root)
 
 
 def merge_dataset_defaults(found: dict[Method, set[str]], protocol: str) -> dict[Method, set[str]]:
@@ -380,9 +303,7 @@ def _delta(a, b) -> Optional[float]:
 
 
 def _average(cells: Sequence) -> Optional[float]:
-    vals = [_value(c) for c in cells]
-    vals = [v for v in vals if v is not None]
-    return sum(vals) / len(vals) if vals else None
+    return results.average([_value(c) for c in cells])
 
 
 def _b2n_rows(tree: Tree, m: Method, datasets: Sequence[str]) -> tuple[list[dict], dict]:
@@ -393,11 +314,8 @@ def _b2n_rows(tree: Tree, m: Method, datasets: Sequence[str]) -> tuple[list[dict
         rows.append({"Base": base, "Novel": novel, "HM": hm})
         if base and novel:
             complete.append(d)
-    avg = {"Base": None, "Novel": None, "HM": None}
-    if complete:
-        b = sum(r["Base"].mean for r in rows if r["HM"] is not None) / len(complete)
-        n = sum(r["Novel"].mean for r in rows if r["HM"] is not None) / len(complete)
-        avg = {"Base": b, "Novel": n, "HM": harmonic_mean(b, n)}
+    paper = results.base2new_average([(_value(r["Base"]), _value(r["Novel"])) for r in rows])
+    avg = dict(zip(("Base", "Novel", "HM"), paper or (None, None, None)))
     return rows, {"cells": avg, "over": complete}
 
 
@@ -540,7 +458,7 @@ def few_shot_table(trees: Sequence[Tree], trainer: str, folder: str, shots: Sequ
 
 def zeroshot_table(trees: Sequence[Tree], cfg: str, datasets: Sequence[str]) -> Table:
     labels = [t.label for t in trees]
-    table = Table("zeroshot", f"Zero-shot CLIP: {cfg}", {"trainer": "ZeroshotCLIP", "folder": cfg, "shots": None},
+    table = Table("zeroshot", f"Zero-shot CLIP: {cfg}", {"trainer": results.ZEROSHOT, "folder": cfg, "shots": None},
                   ["Accuracy"], labels, [])
     averages = []
     cells_by = {}
@@ -626,7 +544,7 @@ def build_tables(tree: Tree, others: Sequence[Tree] = (), sel: Optional[Selectio
     if "zeroshot" in want:
         found = tree.zs_methods()
         for cfg in sorted(found):
-            if keep("ZeroshotCLIP", cfg):
+            if keep(results.ZEROSHOT, cfg):
                 ds = (sel.datasets or {}).get("zeroshot") or dataset_order(found[cfg])
                 tables.append(zeroshot_table(trees, cfg, ds))
     for t in tables:
@@ -655,7 +573,7 @@ def _count_seeds(table: Table, asked: Optional[Sequence[int]]) -> None:
     cells = [(row["name"], c, row["cells"].get(ours, {}).get(c)) for row in table.rows if row["kind"] == "dataset"
              for c in table.columns if c not in table.derived]
     found = {r for _, _, v in cells if isinstance(v, Cell) for r in v.runs}
-    names = [f"seed{s}" for s in asked] if asked else sorted(found, key=lambda r: (len(r), r))
+    names = [results.seed_folder(s) for s in asked] if asked else sorted(found, key=lambda r: (len(r), r))
     table.seeds = names
     missing = []
     for dataset, col, v in cells:
