@@ -4,7 +4,7 @@ report (``docs/reproduction_example/``): runs written as ``train.py`` writes the
 the papers' numbers and recipes that differ from the papers' in known ways.
 
     python tests/published_tree.py OUT_DIR      # the tree, then: scripts/sweep.py --report OUT_DIR
-    python tests/published_tree.py --example docs/reproduction_example     # the committed example
+    python tests/published_tree.py --example docs/reproduction_example   # the committed example
 """
 from __future__ import annotations
 
@@ -114,11 +114,17 @@ def write_example(directory: str, work: str) -> str:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--example"]:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write the published-comparison test tree or the example report.")
+    parser.add_argument("out_dir", help="where the tree (or, with --example, the example report) goes")
+    parser.add_argument("--example", action="store_true", help="write the example report (docs/reproduction_example)")
+    args = parser.parse_args()
+    if args.example:
         import tempfile
 
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         with tempfile.TemporaryDirectory() as tmp:
-            print(write_example(os.path.abspath(sys.argv[2]), tmp))
+            print(write_example(os.path.abspath(args.out_dir), tmp))
     else:
-        print(build(sys.argv[1]))
+        print(build(args.out_dir))
