@@ -480,14 +480,13 @@ class Engine:
                         after += waits
                 if not members:
                     continue
-                after = list(dict.fromkeys(after))
                 lane = None
                 if lanes is not None:
                     lane = min(range(len(lanes)), key=lambda i: len(lanes[i]))   # least busy lane
                     if lanes[lane]:
                         after += [f"afterany:{b}" for b in lanes[lane]]
                 bid = self.backend.submit([self.call(j) for j in members], pack_job_name(members),
-                                          ",".join(after) or None)
+                                          ",".join(dict.fromkeys(after)) or None)
                 if lane is not None:
                     lanes[lane] = [bid]
                 allocations += 1

@@ -23,40 +23,18 @@ import pytest
 from dassl.threads import usable_cores
 from sweep import cli
 from sweep.backends import LocalBackend, SlurmBackend, check_gpu_memory
+from tests.test_slurm_cluster import (
+    FAKE_TRAIN,
+    calls,
+    cluster,  # noqa: F401  (the real single-node Slurm fixture)
+)
 
-FAKE_TRAIN = """\
-#!{python}
-# PYTHON for the sweep: "train.py ARGS" is faked (see the module docstring), anything else is python.
-import json, os, sys, time
-if len(sys.argv) < 2 or sys.argv[1] != "train.py":
-    os.execv({python!r}, [{python!r}, *sys.argv[1:]])
-args = sys.argv[2:]
-def opt(key, default=None):
-    return args[args.index(key) + 1] if key in args else default
-out = opt("--output-dir")
-call = {{"out": out, "pid": os.getpid(), "start": time.time(), "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "cpus": os.environ.get("MMLOP_CPUS"), "slurm": os.environ.get("SLURM_JOB_ID")}}
-time.sleep(float(os.environ.get("FAKE_SECONDS", "1")))
-fail = os.environ.get("FAKE_FAIL")
-if fail and fail in out:
-    sys.exit(3)
-os.makedirs(out, exist_ok=True)
-record = {{"trainer": opt("--trainer"), "seed": int(opt("--seed")), "accuracy": 50.0,
-          "subsample_classes": opt("DATASET.SUBSAMPLE_CLASSES"), "num_shots": int(opt("DATASET.NUM_SHOTS"))}}
-if "--load-epoch" in args:
-    record["epoch"] = int(opt("--load-epoch"))
-with open(os.path.join(out, "results.json"), "w") as f:
-    json.dump(record, f)
-call["end"] = time.time()
-with open(os.environ["FAKE_TRAIN_LOG"], "a") as f:
-    f.write(json.dumps(call) + "\\n")
-"""
 CFG = "vit_b16_c2_ep30_batch4_4+4ctx"
 
 
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
-    """The stand-in train.py as PYTHON, its call log, and no thread setting of the user's."""
+    """The stand-in train.py of the Slurm tests as PYTHON, its call log, and no thread setting of the user's."""
     for key in ("MMLOP_CPUS", "OMP_NUM_THREADS", "FAKE_FAIL"):
         monkeypatch.delenv(key, raising=False)
     python = tmp_path / "fake_python"
@@ -72,10 +50,6 @@ def run_cli(argv):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = cli.main(argv)
     return code, out.getvalue(), err.getvalue()
-
-
-def calls(log) -> list[dict]:
-    return [json.loads(line) for line in open(log)] if os.path.isfile(log) else []
 
 
 def most_at_once(runs) -> int:
@@ -98,7 +72,7 @@ def test_two_gpus_times_two_jobs_run_four_at_once_each_with_its_gpu_and_cpu_shar
     """ZeroshotCLIP base-to-novel x 2 seeds = 4 independent jobs on --gpus 0,1 --jobs-per-gpu 2:
     all 4 run at once, 2 per GPU, each with MMLOP_CPUS = usable cores // 4 (at least 1);
     --status then names the 2 jobs per GPU and its ETA divides the work by 4 slots."""
-    monkeypatch.setenv("FAKE_SECONDS", "3")
+    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "3")
     out = str(fake["root"] / "out")
     code, text, err = run_cli(local_argv(fake, out, "--gpus", "0,1", "--jobs-per-gpu", "2"))
     assert code == 0, text + err
@@ -170,29 +144,33 @@ def test_slurm_parallelism_and_pack_names():
     assert backend.parallelism == 6 and backend.describe()["jobs_per_gpu"] == 2
 
 
+def test_slurm_packs_never_wait_for_their_own_members(tmp_path):
+    """Cross-dataset + DG for 2 seeds (2 ImageNet trainings, 28 evaluations that depend on them) in
+    packs of 4: the trainings first, every job in exactly one pack, no pack holding a job and its
+    dependency, the evaluations in plan order; K=1 keeps one job per Slurm job in plan order."""
+    from sweep.engine import Engine
+    from sweep.jobs import plan
+    from sweep.spec import SweepSpec, TrainerEntry
+
+    jobs = plan(SweepSpec(protocols=("xd", "dg"), trainers=(TrainerEntry("MaPLe"),), seeds=(1, 2),
+                          data=str(tmp_path / "data"), output=str(tmp_path / "out"))).jobs
+    packs = Engine._packs(jobs, 4)
+    assert [len(p) for p in packs] == [2] + [4] * 7
+    assert [j.kind for j in packs[0]] == ["train", "train"]
+    assert sorted(j.id for p in packs for j in p) == sorted(j.id for j in jobs)
+    assert all(not set(j.deps) & {m.id for m in p} for p in packs for j in p)
+    tests = [j for j in jobs if j.kind != "train"]
+    assert [j.id for p in packs[1:] for j in p] == [j.id for j in tests]
+    assert Engine._packs(jobs, 1) == [[j] for j in jobs]
+
+
 # ---- Slurm: K jobs per allocation on the real test cluster ---------------------------------------------------
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    from tests.slurm_cluster import SKIP_REASON, missing_binaries, start_cluster
-
-    missing = missing_binaries()
-    if missing:
-        pytest.skip(f"{SKIP_REASON} (missing: {', '.join(missing)})")
-    if os.geteuid() != 0:
-        pytest.skip("the real-Slurm tests start slurmd, which runs jobs as root: run them as root (as CI does)")
-    c = start_cluster(str(tmp_path_factory.mktemp("slurm")))
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
 def job_dir(out, kind, seed):
     return os.path.join(out, "base2new", kind, "synthetic_clean", "shots_1", "MMLoP", CFG, f"seed{seed}")
 
 
 @pytest.mark.slow
-def test_slurm_packs_two_jobs_per_allocation_reports_a_failed_one_per_job_and_reruns_it(fake, cluster, tmp_path,
+def test_slurm_packs_two_jobs_per_allocation_reports_a_failed_one_per_job_and_reruns_it(fake, cluster, tmp_path,  # noqa: F811
                                                                                         monkeypatch):
     """MMLoP base-to-novel x 2 seeds, --jobs-per-gpu 2 on a CPU partition: 2 allocations (the two
     trainings, then the two tests), named after their first job; the two trainings run at once in
@@ -201,7 +179,7 @@ def test_slurm_packs_two_jobs_per_allocation_reports_a_failed_one_per_job_and_re
     only seed 2's two jobs and completes the sweep."""
     for key in ("SLURM_CONF", "PATH"):
         monkeypatch.setenv(key, cluster.env[key])
-    monkeypatch.setenv("FAKE_SECONDS", "2")
+    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "2")
     monkeypatch.setenv("FAKE_FAIL", "train_base/synthetic_clean/shots_1/MMLoP/" + CFG + "/seed2")
     sweep_file = tmp_path / "b2n.yaml"
     sweep_file.write_text("backend: {name: slurm, poll_s: 1}\n")
@@ -225,8 +203,7 @@ def test_slurm_packs_two_jobs_per_allocation_reports_a_failed_one_per_job_and_re
                      rf"{re.escape(job_dir(out, 'train_base', 2))}/results.json does not exist; Slurm job \d+\)", text)
     assert "2/4 done" in text and "1 failed" in text and "1 blocked" in text, text
     runs = calls(fake["log"])
-    trains = [r for r in runs if "train_base" in r["out"]]
-    assert len(runs) == 2 and len(trains) == 1                     # seed 2's training failed before logging
+    assert len(runs) == 3 and [r["end"] is None for r in runs].count(True) == 1      # seed 2's training failed
     assert os.path.isfile(os.path.join(job_dir(out, "test_new", 1), "results.json"))
     records = {s: json.load(open(os.path.join(out, ".sweep", "b2n", "runs",
                                               f"{'base2new/train_base/synthetic_clean/shots_1/MMLoP/' + CFG}/seed{s}"
@@ -240,5 +217,5 @@ def test_slurm_packs_two_jobs_per_allocation_reports_a_failed_one_per_job_and_re
     assert code == 0, text + err
     assert "submitted 2 jobs to Slurm in 2 allocations of up to 2 jobs" in text, text
     assert "4/4 done" in text and "Complete: every job has its results.json." in text and "FAILED" not in text
-    assert len(calls(fake["log"])) == 4
+    assert len(calls(fake["log"])) == 5
     cluster.wait_empty(timeout=60)
