@@ -2,12 +2,14 @@
 
 Local: 2 GPU ids x K=2 run 4 real child processes at once, each with ``CUDA_VISIBLE_DEVICES`` of
 its GPU and ``MMLOP_CPUS`` = its share of the cores (an explicit user choice kept); ``--status``
-and its ETA count 4 slots. The memory guard refuses, before anything is written, K jobs that do
-not fit in a GPU, naming both figures. Slurm (the real single-node cluster of
-tests/slurm_cluster.py, CPU jobs): K jobs packed into one allocation run side by side, a failed
-one is reported per job (its test blocked, its pack mate's test run), and a rerun submits only
-what is missing. The jobs are a stand-in ``train.py`` (a PYTHON wrapper that records its
-environment, sleeps and writes the ``results.json`` the sweep expects), so each test takes seconds.
+and its ETA count 4 slots; submitit's local executor shares a GPU the same way. The memory guard
+refuses, before anything is written, K jobs that do not fit in a GPU, naming both figures. Slurm
+(the real single-node cluster of tests/slurm_cluster.py, CPU jobs): K jobs packed into one
+allocation run side by side, a failed one is reported per job (its test blocked, its pack mate's
+test run), and a rerun submits only what is missing; a pack at its time limit is checkpointed and
+requeued whole, each job resuming. The jobs are the Slurm tests' stand-in ``train.py`` (a PYTHON
+wrapper that records its GPU and core share, sleeps and writes the ``results.json`` the sweep
+expects), so each test takes seconds.
 """
 from __future__ import annotations
 
@@ -62,12 +64,13 @@ def most_at_once(runs) -> int:
     return best
 
 
-def local_argv(fake, out, *extra, trainers=("ZeroshotCLIP",)):
-    return ["--protocol", "base2new", "--trainers", *trainers, "--datasets", "synthetic_clean", "--seeds", "1", "2",
+def local_argv(fake, out, *extra, trainers=("ZeroshotCLIP",), seeds=("1", "2")):
+    return ["--protocol", "base2new", "--trainers", *trainers, "--datasets", "synthetic_clean", "--seeds", *seeds,
             "--shots", "1", "--data", str(fake["root"] / "data"), "--output", out, "--name", "b2n",
             "--python", fake["python"], "--no-tables", *extra]
 
 
+@pytest.mark.slow
 def test_two_gpus_times_two_jobs_run_four_at_once_each_with_its_gpu_and_cpu_share(fake, monkeypatch):
     """ZeroshotCLIP base-to-novel x 2 seeds = 4 independent jobs on --gpus 0,1 --jobs-per-gpu 2:
     all 4 run at once, 2 per GPU, each with MMLOP_CPUS = usable cores // 4 (at least 1);
@@ -92,6 +95,21 @@ def test_two_gpus_times_two_jobs_run_four_at_once_each_with_its_gpu_and_cpu_shar
     h, m, s = re.search(r"ETA (?:(\d+):)?(\d+):(\d+)", text).groups()
     longest = max(r["end"] - r["start"] for r in runs)
     assert int(h or 0) * 3600 + int(m) * 60 + int(s) <= 1.5 * longest + 1, text
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_two_jobs_at_once_on_one_gpu(fake, monkeypatch):
+    """submitit's LocalExecutor with --gpus 0 --jobs-per-gpu 2: the 2 jobs of a ZeroshotCLIP row run
+    at once, both on GPU 0 (submitit's visible_gpus), each with half the cores."""
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("FAKE_EPOCH_SECONDS", "3")
+    out = str(fake["root"] / "out")
+    argv = local_argv(fake, out, "--backend", "submitit-local", "--gpus", "0", "--jobs-per-gpu", "2", seeds=("1",))
+    code, text, err = run_cli(argv)
+    assert code == 0, text + err
+    runs = calls(fake["log"])
+    assert len(runs) == 2 and most_at_once(runs) == 2
+    assert {r["gpu"] for r in runs} == {"0"} and {r["cpus"] for r in runs} == {str(max(1, usable_cores().cores // 2))}
 
 
 def test_each_job_gets_its_share_of_the_cores_unless_the_user_chose(monkeypatch):
@@ -162,6 +180,42 @@ def test_slurm_packs_never_wait_for_their_own_members(tmp_path):
     tests = [j for j in jobs if j.kind != "train"]
     assert [j.id for p in packs[1:] for j in p] == [j.id for j in tests]
     assert Engine._packs(jobs, 1) == [[j] for j in jobs]
+
+
+@pytest.mark.slow
+def test_a_pack_at_its_time_limit_is_checkpointed_requeued_and_each_job_resumes(fake, monkeypatch):
+    """submitit's checkpointing protocol, for real with its LocalExecutor (what Slurm's signal before
+    a time-out or a preemption triggers): a pack of 2 trainings that cannot finish in a 12 s limit is
+    signalled 6 s before it, both train.py are stopped and the same pack is requeued; each job then
+    resumes from the epochs it saved and finishes, its record "requeued" then "done"."""
+    submitit = pytest.importorskip("submitit")
+    from sweep.backends import PackedCall, importable_repo
+    from sweep.jobs import plan
+    from sweep.runner import TrainPyCall
+    from sweep.spec import SweepSpec, TrainerEntry
+
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    importable_repo()
+    for key, value in (("FAKE_EPOCHS", "1000"), ("FAKE_EPOCH_SECONDS", "0.5"), ("FAKE_RESUMED_EPOCHS", "2")):
+        monkeypatch.setenv(key, value)
+    root = fake["root"]
+    spec = SweepSpec(protocols=("base2new",), trainers=(TrainerEntry("MMLoP"),), datasets=("synthetic_clean",),
+                     seeds=(1, 2), shots=(1,), data=str(root / "data"), output=str(root / "out"))
+    jobs = [j for j in plan(spec).jobs if j.kind == "train"]
+    executor = submitit.LocalExecutor(folder=str(root / "submitit" / "%j"), max_num_timeout=3)
+    executor.update_parameters(timeout_min=0.2, signal_delay_s=6)
+    sdir = str(root / "state")
+    submitted = executor.submit(PackedCall([TrainPyCall(j, sdir, fake["python"]) for j in jobs]))
+    result = submitted.result()
+    assert [r["status"] for r in result] == ["done", "done"], result
+    runs = calls(fake["log"])
+    for job in jobs:
+        mine = [r for r in runs if r["out"] == job.output_dir]
+        assert len(mine) == 2 and mine[0]["end"] is None and mine[1]["from"] > 0, runs   # stopped, then resumed
+        record = json.load(open(os.path.join(sdir, "runs", job.id.replace("/", "__") + ".json")))
+        assert [a["status"] for a in record["attempts"]] == ["requeued", "done"]
+        assert os.path.isfile(job.results_path)
+    assert most_at_once([r for r in runs if r["end"]]) == 2                  # the resumed pair side by side
 
 
 # ---- Slurm: K jobs per allocation on the real test cluster ---------------------------------------------------
