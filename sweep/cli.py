@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     where = p.add_argument_group("where it runs")
     where.add_argument("--backend", choices=BACKENDS, help="default local")
     where.add_argument("--workers", type=int, help="local: jobs at once on CPU (default 1)")
-    where.add_argument("--gpus", help="local: GPU ids, one job per GPU (e.g. 0,1,2,3)")
+    where.add_argument("--gpus", help="local: GPU ids, one job per GPU (e.g. 0,1,2,3; K with --jobs-per-gpu K)")
     where.add_argument("--jobs-per-gpu", type=int, metavar="K",
                        help="K jobs share each GPU (default 1): local backends run K at once on each of --gpus; "
                             "slurm packs K jobs into each allocation. See docs/SWEEPS.md")
