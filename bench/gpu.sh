@@ -8,7 +8,10 @@
 #     95% intervals, and peak GPU memory per configuration (one process each);
 #   * batch-size scaling of the training step (100 classes, batch 8, 16, 32);
 #   * the frozen zero-shot image forward of an MMLoP step and the step with it looked up from a cache;
-#   * training images/s and the ImageNet base-to-novel epoch estimate (500 classes, 8,000 images, batch 4).
+#   * training images/s and the ImageNet base-to-novel epoch estimate (500 classes, 8,000 images, batch 4);
+# before those, evaluation images/s with and without the decoded-image cache (bench/bench_pipeline.py) and
+# a base-to-novel row run with one job vs 2 and 4 jobs per GPU: jobs/hour, ratio, peak memory per job and
+# a verdict (bench/bench_jobs_per_gpu.py, record bench/results_jobs_per_gpu_cuda.json).
 # PREC is fp16 as in the configs (PREC=amp or PREC=fp32 to change it); extra flags go to
 # bench/bench_mmlop.py (e.g. --reps 50). The same code path on a CPU, at a size that takes minutes:
 #   bash bench/gpu.sh --device cpu --quick --imagenet-classes 25 --json /tmp/bench_cpu_check.json
@@ -25,4 +28,5 @@ if [[ "${1:-}" == "--check" || "${1:-}" == "--check-only" ]]; then
   [[ "$mode" == "--check-only" ]] && exit 0
 fi
 "${PYTHON:-python}" bench/bench_pipeline.py --from-gpu-sh "$@"  # evaluation images/s, cache off/on
+"${PYTHON:-python}" bench/bench_jobs_per_gpu.py --from-gpu-sh "$@"  # one job vs K jobs per GPU
 exec "${PYTHON:-python}" bench/bench_mmlop.py --device cuda --prec "${PREC:-fp16}" --imagenet "$@"

@@ -1,14 +1,19 @@
 """Where jobs run. Every backend runs the same :class:`sweep.runner.TrainPyCall`.
 
-* :class:`LocalBackend` (``local``): a ``concurrent.futures`` thread pool of N workers on this
-  machine, each running its train.py as a child process; one worker per GPU with
-  ``CUDA_VISIBLE_DEVICES`` set per job (``--gpus 0,1,2,3``), or N CPU workers (``--workers N``,
-  with ``OMP_NUM_THREADS`` = cores / N unless set). No extra dependency (the offline demo uses it).
+* :class:`LocalBackend` (``local``): a ``concurrent.futures`` thread pool of slots on this machine,
+  each running its train.py as a child process: K slots per GPU (``--gpus 0,1 --jobs-per-gpu K``,
+  ``CUDA_VISIBLE_DEVICES`` set per job), or N CPU workers (``--workers N``). No extra dependency
+  (the offline demo uses it).
 * :class:`SubmititLocalBackend` (``submitit-local``): submitit's ``LocalExecutor``; every job is
   its own submitit process (pickled call, logs and result in submitit's folder), ``CUDA_VISIBLE_DEVICES``
-  from submitit's ``visible_gpus``; at most N at once.
-* :class:`SlurmBackend` (``slurm``): submitit's ``AutoExecutor`` on Slurm, one Slurm job per job with
-  Slurm's own dependencies (see :mod:`sweep.engine`).
+  from submitit's ``visible_gpus``; at most one job per slot at once.
+* :class:`SlurmBackend` (``slurm``): submitit's ``AutoExecutor`` on Slurm, one Slurm job per sweep job
+  with Slurm's own dependencies (see :mod:`sweep.engine`), or with ``--jobs-per-gpu K`` one Slurm job
+  per K sweep jobs (:class:`PackedCall`: K train.py side by side in one allocation).
+
+Jobs that share a machine's cores each get their share through ``MMLOP_CPUS`` (:func:`cpu_share`),
+which :mod:`dassl.threads` turns into torch threads and data-loader workers. GPU memory is checked
+before anything runs (:func:`check_gpu_memory`).
 
 The driver (:mod:`sweep.engine`) decides what runs when; a backend only starts a job and tells
 whether it has ended (``Handle.poll``).
@@ -22,6 +27,8 @@ import shlex
 import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
+
+from dassl.threads import CPUS_ENV, usable_cores
 
 from .runner import JobFailed, TrainPyCall
 from .state import DONE, FAILED, PENDING, RunRecord, lock_holder, run_record_path, tail
@@ -94,16 +101,36 @@ class WatchHandle(Handle):
         return Outcome(PENDING, "stopped without results (it runs again)")
 
 
-def cpu_count() -> int:
+def cpu_share(jobs_at_once: int, explicit: Optional[int] = None) -> dict:
+    """The environment giving each of ``jobs_at_once`` jobs that share this machine (CPU workers, the
+    K jobs of each GPU, the K jobs of one Slurm allocation) its share of the usable cores:
+    ``MMLOP_CPUS`` = cores // jobs (at least 1), which :mod:`dassl.threads` splits into torch threads
+    and data-loader workers. ``explicit`` (the sweep file's ``threads_per_job``) is the share itself.
+    Nothing when one job runs alone, or when the user set ``MMLOP_CPUS`` or ``OMP_NUM_THREADS``:
+    each job then inherits that choice unchanged."""
+    if explicit:
+        return {CPUS_ENV: str(int(explicit))}
+    if jobs_at_once <= 1 or any(os.environ.get(k, "").strip() for k in (CPUS_ENV, "OMP_NUM_THREADS")):
+        return {}
+    return {CPUS_ENV: str(max(1, usable_cores().cores // jobs_at_once))}
+
+
+def check_jobs_per_gpu(jobs_per_gpu) -> int:
+    """``--jobs-per-gpu`` as a whole number >= 1 (ValueError otherwise)."""
     try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+        k = int(jobs_per_gpu)
+    except (TypeError, ValueError):
+        k = 0
+    if k < 1 or str(jobs_per_gpu).strip() != str(k):
+        raise ValueError(f"--jobs-per-gpu {jobs_per_gpu}: give a whole number of jobs, 1 or more")
+    return k
 
 
-def _slots(workers: Optional[int], gpus: Optional[Sequence[str]]) -> list[Optional[str]]:
+def _slots(workers: Optional[int], gpus: Optional[Sequence[str]], jobs_per_gpu: int = 1) -> list[Optional[str]]:
+    """One slot per job that may run at once: ``jobs_per_gpu`` per GPU, in turns (``0,1,0,1``) so
+    that the first jobs spread over the GPUs; else ``workers`` CPU slots."""
     if gpus:
-        return [str(g) for g in gpus]
+        return [str(g) for _ in range(jobs_per_gpu) for g in gpus]
     return [None] * max(1, int(workers or 1))
 
 
@@ -114,8 +141,12 @@ class LocalBackend:
     follows_dependencies = False            # the driver starts a job once its dependencies finished
 
     def __init__(self, workers: Optional[int] = None, gpus: Optional[Sequence[str]] = None,
-                 threads_per_job: Optional[int] = None) -> None:
-        self.slots = _slots(workers, gpus)
+                 threads_per_job: Optional[int] = None, jobs_per_gpu: int = 1) -> None:
+        self.jobs_per_gpu = check_jobs_per_gpu(jobs_per_gpu)
+        if self.jobs_per_gpu > 1 and not gpus:
+            raise ValueError(f"--jobs-per-gpu {jobs_per_gpu} runs that many jobs on each GPU of --gpus: give "
+                             "--gpus (e.g. --gpus 0,1), or --workers N for N jobs at once on the CPU")
+        self.slots = _slots(workers, gpus, self.jobs_per_gpu)
         self.threads_per_job = threads_per_job
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
@@ -124,17 +155,10 @@ class LocalBackend:
         return len(self.slots)
 
     def job_env(self, gpu: Optional[str]) -> dict:
-        """``CUDA_VISIBLE_DEVICES`` of the slot's GPU; for several CPU workers, ``OMP_NUM_THREADS`` so
-        that the workers share the cores instead of each using all of them."""
-        env = {}
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
-        threads = self.threads_per_job
-        if threads is None and gpu is None and len(self.slots) > 1 and "OMP_NUM_THREADS" not in os.environ:
-            threads = max(1, cpu_count() // len(self.slots))
-        if threads:
-            env["OMP_NUM_THREADS"] = str(threads)
-            env["MKL_NUM_THREADS"] = str(threads)
+        """``CUDA_VISIBLE_DEVICES`` of the slot's GPU, and the job's share of the cores when several
+        slots share them (:func:`cpu_share`)."""
+        env = {} if gpu is None else {"CUDA_VISIBLE_DEVICES": gpu}
+        env.update(cpu_share(len(self.slots), self.threads_per_job))
         return env
 
     def start(self, call: TrainPyCall, gpu: Optional[str]) -> Handle:
@@ -150,7 +174,8 @@ class LocalBackend:
             self._pool = None
 
     def describe(self) -> dict:
-        return {"name": self.name, "slots": self.slots}
+        return {"name": self.name, "slots": self.slots, "jobs_per_gpu": self.jobs_per_gpu,
+                "parallelism": self.parallelism}
 
 
 class _SubmititHandle(Handle):
@@ -194,8 +219,8 @@ class SubmititLocalBackend(LocalBackend):
 
     def __init__(self, folder: str, workers: Optional[int] = None, gpus: Optional[Sequence[str]] = None,
                  timeout_min: float = DEFAULT_TIMEOUT_MIN, max_requeues: int = 3,
-                 threads_per_job: Optional[int] = None, signal_delay_s: int = 60) -> None:
-        super().__init__(workers, gpus, threads_per_job)
+                 threads_per_job: Optional[int] = None, signal_delay_s: int = 60, jobs_per_gpu: int = 1) -> None:
+        super().__init__(workers, gpus, threads_per_job, jobs_per_gpu)
         import submitit
 
         importable_repo()
@@ -218,7 +243,7 @@ class SubmititLocalBackend(LocalBackend):
         pass
 
     def describe(self) -> dict:
-        return {"name": self.name, "slots": self.slots, "folder": self.folder}
+        return {**super().describe(), "folder": self.folder}
 
 
 # Slurm states of a job that Slurm still holds (it runs, or will run, without being submitted again).
@@ -271,6 +296,48 @@ def slurm_job_name(job) -> str:
     return name[:NAME_LIMIT]
 
 
+class PackedCall:
+    """K sweep jobs in one Slurm allocation (``--jobs-per-gpu K``): their train.py processes run side
+    by side on its GPU(s), each with its share of the allocation's cores (:func:`cpu_share`, from the
+    cores the allocation gives), its own log, run record and ``results.json``. One failing does not
+    stop the others; once all have ended the failures are raised together (the Slurm job ends
+    FAILED), and the sweep judges each job by its own run record. submitit's checkpointing
+    (time limit, preemption) stops all K and requeues the same pack; each resumes from its last epoch."""
+
+    def __init__(self, calls: Sequence[TrainPyCall]) -> None:
+        self.calls = list(calls)
+
+    def __call__(self) -> list[dict]:
+        share = cpu_share(len(self.calls))
+        for call in self.calls:
+            call.env.update(share)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(self.calls)) as pool:
+            futures = [pool.submit(call) for call in self.calls]
+            concurrent.futures.wait(futures)
+        failures = [f.exception() for f in futures if f.exception() is not None]
+        if failures:
+            raise JobFailed(f"{len(failures)} of the {len(self.calls)} jobs of this allocation failed:\n"
+                            + "\n".join(str(e) for e in failures))
+        return [f.result() for f in futures]
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        """submitit's checkpointing protocol: every job stopped and requeued (see the class docstring)."""
+        from submitit.helpers import DelayedSubmission
+
+        fresh = [call.checkpoint().function for call in self.calls]
+        return DelayedSubmission(PackedCall(fresh), *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"PackedCall({[c.job.id for c in self.calls]!r})"
+
+
+def pack_job_name(jobs: Sequence) -> str:
+    """The Slurm name of a pack: its first job's name and how many more it runs (``.../train+3``)."""
+    name = slurm_job_name(jobs[0])
+    more = f"+{len(jobs) - 1}" if len(jobs) > 1 else ""
+    return name[:NAME_LIMIT - len(more)] + more
+
+
 class SlurmBackend:
     """Slurm through submitit: one Slurm job per sweep job (see :mod:`sweep.engine`)."""
 
@@ -281,8 +348,9 @@ class SlurmBackend:
                  cpus_per_job: Optional[int] = None, mem_gb: Optional[float] = None, time: Any = "24:00:00",
                  account: Optional[str] = None, qos: Optional[str] = None, max_running: Optional[int] = None,
                  extra: Optional[dict] = None, max_requeues: int = 3, signal_delay_s: int = 120,
-                 setup: Optional[Sequence[str]] = None) -> None:
+                 setup: Optional[Sequence[str]] = None, jobs_per_gpu: int = 1) -> None:
         self.folder = folder
+        self.jobs_per_gpu = check_jobs_per_gpu(jobs_per_gpu)
         self.partition, self.gpus_per_job, self.cpus_per_job = partition, int(gpus_per_job), cpus_per_job
         if self.gpus_per_job < 0:
             raise ValueError(f"--gpus-per-job {gpus_per_job}: give 0 (a CPU partition) or more")
@@ -309,7 +377,8 @@ class SlurmBackend:
 
     @property
     def parallelism(self) -> int:
-        return self.max_running or 256
+        """Sweep jobs running at once: ``--max-running`` allocations of ``--jobs-per-gpu`` jobs each."""
+        return (self.max_running or 256) * self.jobs_per_gpu
 
     def parameters(self, name: str = "mmlop", dependency: Optional[str] = None) -> dict:
         """The ``update_parameters`` of submitit's AutoExecutor for one job."""
@@ -340,8 +409,8 @@ class SlurmBackend:
             params["slurm_setup"] = self.setup
         return params
 
-    def submit(self, call: TrainPyCall, name: str, dependency: Optional[str] = None) -> str:
-        """Submit one job; its Slurm id."""
+    def submit(self, calls: Sequence[TrainPyCall], name: str, dependency: Optional[str] = None) -> str:
+        """Submit one Slurm job running ``calls`` (one, or a :class:`PackedCall` of several); its Slurm id."""
         if self._executor is None:
             import submitit
 
@@ -349,7 +418,8 @@ class SlurmBackend:
             self._executor = submitit.AutoExecutor(folder=os.path.join(self.folder, "%j"), cluster="slurm",
                                                    slurm_max_num_timeout=self.max_requeues)
         self._executor.update_parameters(**self.parameters(name, dependency))
-        return str(self._executor.submit(call).job_id)
+        calls = list(calls)
+        return str(self._executor.submit(calls[0] if len(calls) == 1 else PackedCall(calls)).job_id)
 
     # A failed sacct is asked again after this long, not at every poll: a cluster without accounting
     # answers the same each time, but a driver following for days outlives a slurmdbd restart.
@@ -390,7 +460,7 @@ class SlurmBackend:
     def describe(self) -> dict:
         return {"name": self.name, "folder": self.folder, "parameters": self.parameters(),
                 "max_requeues": self.max_requeues, "max_running": self.max_running,
-                "gpus_per_job": self.gpus_per_job}
+                "gpus_per_job": self.gpus_per_job, "jobs_per_gpu": self.jobs_per_gpu, "parallelism": self.parallelism}
 
 
 def _run_client(argv: Sequence[str]):
@@ -409,3 +479,52 @@ def submitit_log(folder: str, backend_id: Optional[str]) -> Optional[str]:
         return None
     path = os.path.join(folder, backend_id, f"{backend_id}_0_log.err")
     return path if os.path.isfile(path) else None
+
+
+GIB = 1024 ** 3
+
+
+def _cuda_memory_gib(gpus: Sequence[str]) -> dict[str, float]:
+    """Total memory of each listed GPU that this process's CUDA sees (GiB); none without CUDA."""
+    try:
+        import torch
+    except ImportError:
+        return {}
+    if not torch.cuda.is_available():
+        return {}
+    count = torch.cuda.device_count()
+    return {g: torch.cuda.get_device_properties(int(g)).total_memory / GIB
+            for g in gpus if str(g).isdigit() and int(g) < count}
+
+
+def check_gpu_memory(jobs_per_gpu: int, mem_per_job_gib: Optional[float], gpu_memory_gib: Optional[float] = None,
+                     gpus: Sequence[str] = ()) -> str:
+    """Refuse (ValueError, both figures named) ``jobs_per_gpu`` jobs of ``mem_per_job_gib`` each that
+    do not fit in a GPU: ``gpu_memory_gib`` when given, else the total memory of each GPU of ``gpus``
+    as CUDA reports it (local backends). Returns what was checked, or why nothing could be, in words."""
+    if mem_per_job_gib is None:
+        return ("" if jobs_per_gpu == 1 else
+                f"GPU memory not checked for --jobs-per-gpu {jobs_per_gpu}: give --gpu-mem-per-job GiB "
+                "(a job's peak, e.g. from bench/bench_jobs_per_gpu.py) to have it checked")
+    per_job = float(mem_per_job_gib)
+    if per_job <= 0:
+        raise ValueError(f"--gpu-mem-per-job {mem_per_job_gib}: give a job's GPU memory in GiB (more than 0)")
+    if gpu_memory_gib is not None:
+        if float(gpu_memory_gib) <= 0:
+            raise ValueError(f"--gpu-memory {gpu_memory_gib}: give one GPU's memory in GiB (more than 0)")
+        totals = {"given by --gpu-memory": float(gpu_memory_gib)}
+    else:
+        totals = {f"GPU {g}": t for g, t in _cuda_memory_gib(gpus).items()}
+        if not totals:
+            return ("GPU memory not checked: no GPU visible here to measure; give --gpu-memory GiB "
+                    "(one GPU's memory) to have it checked")
+    where, total = min(totals.items(), key=lambda kv: kv[1])
+    need = jobs_per_gpu * per_job
+    if need > total:
+        fits = int(total // per_job)
+        hint = (f"at most {fits} such job{'s' if fits != 1 else ''} fit: use --jobs-per-gpu {fits}" if fits else
+                "not even one such job fits: use a GPU with more memory or a smaller batch")
+        raise ValueError(f"--jobs-per-gpu {jobs_per_gpu} x --gpu-mem-per-job {per_job:g} GiB = {need:g} GiB does "
+                         f"not fit in the {total:.1f} GiB of one GPU ({where}); {hint}")
+    return (f"GPU memory: {jobs_per_gpu} x {per_job:g} GiB = {need:g} GiB per GPU, of {total:.1f} GiB "
+            f"({where})")

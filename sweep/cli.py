@@ -51,7 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     where = p.add_argument_group("where it runs")
     where.add_argument("--backend", choices=BACKENDS, help="default local")
     where.add_argument("--workers", type=int, help="local: jobs at once on CPU (default 1)")
-    where.add_argument("--gpus", help="local: GPU ids, one job per GPU (e.g. 0,1,2,3)")
+    where.add_argument("--gpus", help="local: GPU ids, one job per GPU (e.g. 0,1,2,3; K with --jobs-per-gpu K)")
+    where.add_argument("--jobs-per-gpu", type=int, metavar="K",
+                       help="K jobs share each GPU (default 1): local backends run K at once on each of --gpus; "
+                            "slurm packs K jobs into each allocation. See docs/SWEEPS.md")
+    where.add_argument("--gpu-mem-per-job", type=float, metavar="GIB",
+                       help="GPU memory one job needs (GiB): K x this must fit in a GPU, else nothing runs")
+    where.add_argument("--gpu-memory", type=float, metavar="GIB",
+                       help="one GPU's memory (GiB) for that check (default: as CUDA reports it; give it for slurm)")
     where.add_argument("--python", help="interpreter of the jobs (default $PYTHON, else this one)")
     where.add_argument("--partition", help="slurm partition")
     where.add_argument("--gpus-per-job", type=int, help="slurm: GPUs per job (default 1; 0 for a CPU partition: "
@@ -132,7 +139,8 @@ def _backend_options(args: argparse.Namespace, file_backend: dict) -> dict:
     flags = {"backend": "name", "workers": "workers", "gpus": "gpus", "partition": "partition",
              "gpus_per_job": "gpus_per_job", "cpus_per_job": "cpus_per_job", "mem_gb": "mem_gb", "time": "time",
              "account": "account", "qos": "qos", "max_running": "max_running", "max_requeues": "max_requeues",
-             "python": "python", "signal_delay": "signal_delay_s"}
+             "python": "python", "signal_delay": "signal_delay_s", "jobs_per_gpu": "jobs_per_gpu",
+             "gpu_mem_per_job": "gpu_mem_per_job", "gpu_memory": "gpu_memory"}
     for flag, key in flags.items():
         value = getattr(args, flag)
         if value is not None:
@@ -148,7 +156,7 @@ def _backend_options(args: argparse.Namespace, file_backend: dict) -> dict:
         opts["follow"] = False
     known = {"name", "workers", "gpus", "partition", "gpus_per_job", "cpus_per_job", "mem_gb", "time", "account",
              "qos", "max_running", "max_requeues", "python", "slurm_params", "follow", "setup", "signal_delay_s",
-             "threads_per_job", "poll_s"}
+             "threads_per_job", "poll_s", "jobs_per_gpu", "gpu_mem_per_job", "gpu_memory"}
     unknown = set(opts) - known
     if unknown:
         raise ValueError(f"unknown backend settings {sorted(unknown)} (known: {sorted(known)})")
@@ -171,13 +179,14 @@ def make_backend(opts: dict, sdir: str):
         gpus = [str(g) for g in gpus]
     elif isinstance(gpus, int):
         gpus = [str(gpus)]
+    k = opts.get("jobs_per_gpu", 1)
     if kind == "local":
-        return LocalBackend(opts.get("workers"), gpus, opts.get("threads_per_job"))
+        return LocalBackend(opts.get("workers"), gpus, opts.get("threads_per_job"), k)
     if kind == "submitit-local":
         try:
             return SubmititLocalBackend(os.path.join(sdir, "submitit"), opts.get("workers"), gpus,
                                         max_requeues=_int_or(opts.get("max_requeues"), 3),
-                                        threads_per_job=opts.get("threads_per_job"))
+                                        threads_per_job=opts.get("threads_per_job"), jobs_per_gpu=k)
         except ImportError:
             raise ValueError("the submitit-local backend needs submitit: pip install -e \".[slurm]\"") from None
     if kind == "slurm":
@@ -191,7 +200,8 @@ def make_backend(opts: dict, sdir: str):
                             mem_gb=opts.get("mem_gb"), time=opts.get("time") or "24:00:00",
                             account=opts.get("account"), qos=opts.get("qos"), max_running=opts.get("max_running"),
                             extra=opts.get("slurm_params"), max_requeues=_int_or(opts.get("max_requeues"), 3),
-                            signal_delay_s=int(opts.get("signal_delay_s") or 120), setup=opts.get("setup"))
+                            signal_delay_s=int(opts.get("signal_delay_s") or 120), setup=opts.get("setup"),
+                            jobs_per_gpu=k)
     raise ValueError(f"unknown backend {kind!r} (one of {', '.join(BACKENDS)})")
 
 
@@ -299,14 +309,18 @@ def _status(root_abs: str, names: Sequence[str], stream=None) -> int:
         result = SweepResult(jobs, {k: v[0] for k, v in observed.items()}, {k: v[1] for k, v in observed.items()},
                              driver_alive=alive)
         backend_state = state.get("backend") or {}
-        par = len(backend_state.get("slots") or []) or int(backend_state.get("max_running") or 1)
+        par = int(backend_state.get("parallelism") or len(backend_state.get("slots") or [])
+                  or backend_state.get("max_running") or 1)
+        k = int(backend_state.get("jobs_per_gpu") or 1)
         counts = result.counts()
         eta = ""
         if counts.get("pending") or counts.get("running") or counts.get("queued"):
             since = {j.id: (RunRecord(run_record_path(sdir, j), j.id).last or {}).get("start") or time.time()
                      for j in jobs if result.statuses[j.id] == "running"}
             eta = f"; ETA {fmt_seconds(estimate_eta(jobs, result.statuses, durations(jobs, sdir), since, max(1, par)))}"
-        print(f"Sweep {name} ({backend_state.get('name', '?')} backend; driver "
+        packed = "" if k == 1 else (f", {k} jobs per allocation" if backend_state.get("name") == "slurm"
+                                    else f", {k} jobs per GPU, {par} at once")
+        print(f"Sweep {name} ({backend_state.get('name', '?')} backend{packed}; driver "
               f"{'running, PID ' + str(driver.get('pid')) if alive else 'not running'}{eta})", file=stream)
         running = [j for j in jobs if result.statuses[j.id] in ("running", "queued")]
         for j in running[:20]:
@@ -374,6 +388,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.dry_run:
         return _dry_run(plan, sdir, python, out)
 
+    from .backends import check_gpu_memory
     from .engine import Engine, SweepBusy, report
 
     problem = unwritable(paths.output_abs)
@@ -383,9 +398,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         backend = make_backend(backend_opts, sdir)
+        memory = check_gpu_memory(backend.jobs_per_gpu, backend_opts.get("gpu_mem_per_job"),
+                                  backend_opts.get("gpu_memory"), [s for s in getattr(backend, "slots", ()) if s])
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if memory:
+        print(memory, file=out)
     print(f"Sweep {name}: {len(plan.jobs)} jobs on the {backend.name} backend; state in {sdir}", file=out)
     engine = Engine(plan.jobs, sdir, backend, name=name, python=python, stream=out, progress=not args.quiet,
                     poll_s=float(backend_opts.get("poll_s") or (0.5 if backend.name != "slurm" else 30.0)),

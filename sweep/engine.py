@@ -15,6 +15,13 @@ Dependencies
       chains of ``afterany`` dependencies over the whole sweep (:meth:`Engine._lanes`). So the
       driver may exit (``--no-follow``, or a lost login session) and the sweep still completes in
       order. Where each job stands comes from :func:`observe`.
+    * Slurm with ``--jobs-per-gpu K``: K jobs per Slurm job (:class:`sweep.backends.PackedCall`),
+      packed by dependency level (:meth:`Engine._packs`); a test's allocation starts ``afterany`` its
+      training's, and a test whose training left no results is reported blocked. ``--max-running``
+      then counts allocations.
+
+    ETA: the remaining work over the jobs that run at once, the backend's ``parallelism`` (its
+    slots: GPUs x ``--jobs-per-gpu``, or CPU workers; on Slurm ``--max-running`` x K).
 
 Rerunning a sweep
     Finished jobs (``results.json``) are skipped; jobs still run by a process of an earlier driver
@@ -41,11 +48,11 @@ from .backends import (
     Handle,
     Outcome,
     WatchHandle,
-    slurm_job_name,
+    pack_job_name,
     submitit_log,
 )
 from .jobs import Job
-from .runner import INTERRUPTED, REQUEUED, TrainPyCall, default_python
+from .runner import DEPENDENCY_MISSING, INTERRUPTED, REQUEUED, TrainPyCall, default_python
 from .state import (
     BLOCKED,
     DONE,
@@ -312,8 +319,7 @@ class Engine:
         for job in self.jobs:                       # still run by a process of an earlier driver
             if statuses[job.id] == RUNNING:
                 handle = WatchHandle(self.call(job))
-                index = slots.index(handle.gpu) if handle.gpu in slots and slots.index(handle.gpu) in free \
-                    else (free[0] if free else None)
+                index = next((i for i in free if slots[i] == handle.gpu), free[0] if free else None)
                 if index is not None:
                     free.remove(index)
                 busy[job.id] = index
@@ -448,42 +454,55 @@ class Engine:
                 statuses[jid] = PENDING                         # failed / blocked / never run: run again
                 details.pop(jid, None)
         lanes = self._lanes(held)
+        k = getattr(self.backend, "jobs_per_gpu", 1)
+        # One job per allocation: a test waits for its training's success. K per allocation: for the
+        # end of the training's allocation, whatever its pack mates did; the test then checks its
+        # training's results.json itself and is reported blocked without it (_slurm_outcome).
+        kind = "afterok" if k == 1 else "afterany"
         submitted: list[tuple[Job, str]] = []
+        allocations = 0
         try:
-            for job in self.jobs:                               # plan order: a training before its tests
-                if statuses[job.id] != PENDING:
-                    continue
-                after = []
-                for dep in job.deps:
-                    if statuses.get(dep) == DONE:
-                        continue
-                    if statuses.get(dep) in (QUEUED, RUNNING) and dep in self.submissions:
-                        after.append(f"afterok:{self.submissions[dep]}")
-                    else:
-                        statuses[job.id] = BLOCKED
-                        details[job.id] = f"its dependency {dep} is {statuses.get(dep)}"
-                        break
-                if statuses[job.id] == BLOCKED:
+            for pack in self._packs([j for j in self.jobs if statuses[j.id] == PENDING], k):
+                members, after = [], []
+                for job in pack:
+                    waits = []
+                    for dep in job.deps:
+                        if statuses.get(dep) == DONE:
+                            continue
+                        if statuses.get(dep) in (QUEUED, RUNNING) and dep in self.submissions:
+                            waits.append(f"{kind}:{self.submissions[dep]}")
+                        else:
+                            statuses[job.id] = BLOCKED
+                            details[job.id] = f"its dependency {dep} is {statuses.get(dep)}"
+                            break
+                    if statuses[job.id] != BLOCKED:
+                        members.append(job)
+                        after += waits
+                if not members:
                     continue
                 lane = None
                 if lanes is not None:
                     lane = min(range(len(lanes)), key=lambda i: len(lanes[i]))   # least busy lane
                     if lanes[lane]:
                         after += [f"afterany:{b}" for b in lanes[lane]]
-                bid = self.backend.submit(self.call(job), slurm_job_name(job), ",".join(after) or None)
+                bid = self.backend.submit([self.call(j) for j in members], pack_job_name(members),
+                                          ",".join(dict.fromkeys(after)) or None)
                 if lane is not None:
                     lanes[lane] = [bid]
-                submitted.append((job, bid))
-                self.submissions[job.id] = bid
-                statuses[job.id] = QUEUED
-                result.started.append(job.id)
+                allocations += 1
+                for job in members:
+                    submitted.append((job, bid))
+                    self.submissions[job.id] = bid
+                    statuses[job.id] = QUEUED
+                    result.started.append(job.id)
         finally:
             self.save_state(last_submission={"time": time.time(), "jobs": len(submitted)},
                             lanes=lanes)
         if submitted:
             first, last = submitted[0][1], submitted[-1][1]
             ids = first if first == last else f"{first} to {last}"
-            self._event_line(f"  submitted {len(submitted)} jobs to Slurm (job ids {ids}); "
+            packed = f" in {allocations} allocations of up to {k} jobs" if k > 1 else ""
+            self._event_line(f"  submitted {len(submitted)} jobs to Slurm{packed} (job ids {ids}); "
                              f"submitit folder {self.backend.folder}")
         elif held:
             self._event_line(f"  nothing to submit: {len(held)} jobs are still queued or running on Slurm")
@@ -536,9 +555,27 @@ class Engine:
         if not n:
             return None
         lanes: list[list[str]] = [[] for _ in range(int(n))]
-        for i, bid in enumerate(sorted(held.values(), key=_bid_key)):
+        for i, bid in enumerate(sorted(set(held.values()), key=_bid_key)):
             lanes[i % len(lanes)].append(bid)
         return lanes
+
+
+    @staticmethod
+    def _packs(jobs: Sequence[Job], k: int) -> list[list[Job]]:
+        """The Slurm jobs to submit, in order, each a list of sweep jobs: one each in plan order
+        (``k`` = 1); else the jobs by dependency level (first those none of whose dependencies is
+        submitted now, then their dependents, ...), each level cut in plan order into packs of
+        ``k``, so that no pack waits for one of its own members."""
+        if k == 1:
+            return [[job] for job in jobs]
+        level: dict[str, int] = {}
+        for job in jobs:                            # plan order: a dependency before its dependents
+            level[job.id] = 1 + max((level[d] for d in job.deps if d in level), default=-1)
+        packs = []
+        for lv in sorted(set(level.values())):
+            row = [job for job in jobs if level[job.id] == lv]
+            packs += [row[i:i + k] for i in range(0, len(row), k)]
+        return packs
 
 
 def _bid_key(bid: str) -> tuple:
@@ -570,6 +607,8 @@ def _slurm_outcome(job: Job, sdir: str, bid: str, sstate: str, record: RunRecord
             return FAILED, f"{job.id}: Slurm job {bid} ended without running train.py; submitit log: {sub_log}"
         return PENDING, f"Slurm no longer knows job {bid} and it never started: rerun to submit it again"
     status = last.get("status")
+    if status == FAILED and str(last.get("error", "")).startswith(DEPENDENCY_MISSING):
+        return BLOCKED, f"its dependency did not finish ({last['error']}; Slurm job {bid})"
     if status == RUNNING and last.get("host") == os.uname().nodename and RunRecord(record.path, job.id).live():
         return RUNNING, ""
     if "too many times" in not_requeued or (sstate == "TIMEOUT"):

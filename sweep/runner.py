@@ -33,6 +33,7 @@ from .state import DONE, FAILED, RUNNING, RunRecord, log_path, new_attempt_log, 
 SKIPPED = "skipped"
 INTERRUPTED = "interrupted"
 REQUEUED = "requeued"
+DEPENDENCY_MISSING = "dependency not finished"      # the error of a job whose dependency has no results
 
 
 class JobFailed(RuntimeError):
@@ -82,7 +83,7 @@ class TrainPyCall:
         if missing:
             record.start(log, _backend_id())
             record.update(status=FAILED, end=time.time(), rc=None,
-                          error=f"dependency not finished: {missing[0]} does not exist")
+                          error=f"{DEPENDENCY_MISSING}: {missing[0]} does not exist")
             raise JobFailed(f"{job.id}: not started, its dependency has no results: {missing[0]} does not exist")
         if os.path.isfile(job.results_path):
             return {"id": job.id, "status": SKIPPED, "seconds": 0.0}

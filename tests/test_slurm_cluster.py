@@ -2,7 +2,8 @@
 munged, slurmctld and slurmd on localhost, no accounting, no GPUs), as a cluster user runs it.
 
 Most tests run a stand-in ``train.py`` (a PYTHON wrapper: it sleeps, can be cancelled, resumes
-from the "epochs" it saved, and writes the ``results.json`` the sweep expects), so that what is
+from the "epochs" it saved, fails where ``FAKE_FAIL`` says, and writes the ``results.json`` the
+sweep expects), so that what is
 tested is the sweep on Slurm (submission, names, dependencies, throttle, reruns, cancellations,
 time-outs, reports) in seconds; one test runs the real ``train.py`` on the tiny synthetic setup.
 Each test asserts on what a user sees: exit codes, first words, ``squeue``, the run records.
@@ -43,7 +44,10 @@ first = int(open(progress).read()) if os.path.isfile(progress) else 0
 if first and os.environ.get("FAKE_RESUMED_EPOCHS"):        # a resumed run: only a few epochs left
     epochs = first + int(os.environ["FAKE_RESUMED_EPOCHS"])
 with open(log, "a") as f:
-    f.write(f"{{time.time()}} {{os.getpid()}} start {{out}} from {{first}}\\n")
+    f.write(f"{{time.time()}} {{os.getpid()}} start {{out}} from {{first}} "
+            f"{{os.environ.get('CUDA_VISIBLE_DEVICES') or '-'}} {{os.environ.get('MMLOP_CPUS') or '-'}}\\n")
+if os.environ.get("FAKE_FAIL") and os.environ["FAKE_FAIL"] in out:   # a failing run: exit 3, no results
+    sys.exit(3)
 for epoch in range(first + 1, epochs + 1):
     time.sleep(per_epoch)
     with open(progress, "w") as f:
@@ -107,14 +111,17 @@ def sweep_argv(env, out, *extra, trainers=("MMLoP",), seeds=("1", "2")):
 
 
 def calls(log) -> list[dict]:
-    """The fake train.py runs: output folder, start, end (None: did not finish), first epoch."""
+    """The fake train.py runs: output folder, start, end (None: did not finish), first epoch, and
+    its CUDA_VISIBLE_DEVICES and MMLOP_CPUS (None: unset)."""
     runs: dict[int, dict] = {}
     if not os.path.isfile(log):
         return []
     for line in open(log):
         t, pid, what, out, *rest = line.split()
         if what == "start":
-            runs[int(pid)] = {"out": out, "start": float(t), "end": None, "from": int(rest[1])}
+            gpu, cpus = (None if v == "-" else v for v in rest[2:4])
+            runs[int(pid)] = {"out": out, "start": float(t), "end": None, "from": int(rest[1]), "gpu": gpu,
+                              "cpus": cpus}
         else:
             runs[int(pid)]["end"] = float(t)
     return sorted(runs.values(), key=lambda r: r["start"])
