@@ -81,6 +81,7 @@ from .core.gpa import GPAMixin
 from .core.losses import consistency_loss, drift_correct
 from .core.model import PromptedCLIP
 from .core.precision import Precision
+from .core.shared_keys import SPEED_UPS, add_shared_keys, speed_ups
 from .core.templates import IMAGENET_TEMPLATES_60
 from .core.text_inputs import count_tokens
 from .core.trainer import PromptTrainer
@@ -106,10 +107,8 @@ def add_mmlop_keys(node: CN) -> CN:
     node.GPA = False
     node.GPA_MEAN = 15.0
     node.GPA_STD = 1.0
-    node.PREC = "fp16"
-    node.TRUNCATE_TEXT = True
-    node.CACHE_TEXT = True
-    node.SHARED_PREFIX = True
+    # no PROMPT_PREC: there is no upstream MMLoP whose fp16 prompts it would reproduce
+    add_shared_keys(node, ("PREC",) + SPEED_UPS)
     return node
 
 
@@ -141,8 +140,7 @@ class MMLoPSettings:
                    text_loss_weight=float(node.TEXT_LOSS_WEIGHT),
                    image_loss_weight=float(node.IMAGE_LOSS_WEIGHT),
                    kl_loss_weight=float(node.KL_LOSS_WEIGHT),
-                   drift_correction=node.DRIFT_CORRECTION, truncate_text=node.TRUNCATE_TEXT,
-                   cache_text=node.CACHE_TEXT, shared_prefix=node.SHARED_PREFIX)
+                   drift_correction=node.DRIFT_CORRECTION, **speed_ups(node))
 
     @property
     def needs_anchors(self) -> bool:

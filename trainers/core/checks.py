@@ -15,12 +15,7 @@ from dassl.engine.config_checks import check_choice, check_range, fail  # noqa: 
 
 from .backbone import file_layers, known_layers
 from .context import clean_ctx_init
-from .precision import PRECISIONS
 from .text_inputs import count_tokens
-
-
-def check_precision(node, prefix: str) -> None:
-    check_choice(node, prefix, "PREC", PRECISIONS)
 
 
 def check_ctx_init(node, prefix: str, n_ctx_key: str | None = None, exact: bool = False) -> None:
