@@ -4,14 +4,17 @@ the configs and docs/METHOD.md)."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 import sys
+from dataclasses import replace
 
 import pytest
 
 import trainers  # noqa: F401  (registers the trainers)
 from dassl.config import ConfigError, get_cfg_default
 from trainers.core import shared_keys
+from trainers.core.methods import method_info
 
 # The default node of every trainer (the values its docstring documents; upstream's where it has
 # the key). A changed default is a change of every run that does not set the key: update the
@@ -98,3 +101,73 @@ def test_speed_ups_reach_the_model_as_keyword_arguments():
     assert shared_keys.speed_ups(cfg.TRAINER.COOP) == {"truncate_text": True, "cache_text": False,
                                                        "shared_prefix": True}
     assert shared_keys.speed_ups(cfg.TRAINER.VPT) == {}
+
+
+# --- MMLoP's ablation rows: defined once (MMLoP.ablation_rows + the row configs) ----------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def mmlop():
+    return method_info("MMLoP")
+
+
+def test_every_ablation_config_is_a_row_and_switches_only_mmlop_keys(mmlop):
+    stems = sorted(f[:-5] for f in os.listdir(mmlop.config_dir) if "_abl" in f and f.endswith(".yaml"))
+    rows = mmlop.ablation_rows
+    assert sorted(r.config for r in rows if r.config != mmlop.default_config("base2new")) == stems
+    assert [r.config for r in rows].count(mmlop.default_config("base2new")) == 1
+    cfg = get_cfg_default()
+    for row in rows:
+        switches = mmlop.ablation_switches(row)
+        assert switches[::2] and all(k.startswith("TRAINER.MMLOP.") for k in switches[::2]) \
+            or row.config == mmlop.default_config("base2new")
+        # The switches applied to the method's config give the row's config.
+        whole = cfg.clone()
+        whole.merge_from_file(mmlop.config_file(row.config))
+        switched = cfg.clone()
+        switched.merge_from_file(mmlop.config_file(mmlop.default_config("base2new")))
+        switched.merge_from_list(list(switches))
+        assert switched == whole, row
+
+
+def test_the_sweep_example_runs_the_rows(mmlop):
+    from sweep.spec import load_sweep_file
+
+    spec, _ = load_sweep_file(os.path.join(REPO, "sweep", "examples", "ablation.yaml"))
+    assert [(t.trainer, t.cfg, t.label, t.opts) for t in spec.trainers] == \
+        [("MMLoP", r.config, r.label, ()) for r in mmlop.ablation_rows]
+
+
+def test_the_method_page_shows_the_rows(mmlop):
+    with open(os.path.join(REPO, "docs", "METHOD.md"), encoding="utf-8") as f:
+        section = f.read().split("## 5. Ablation rows", 1)[1].split("\n## ", 1)[0]
+    table = [[c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+             for line in section.splitlines() if line.startswith("| ") and not line.startswith("| row ")]
+    assert [cells[0] for cells in table] == [r.label for r in mmlop.ablation_rows]
+    for cells, row in zip(table, mmlop.ablation_rows):
+        stem = cells[1]
+        assert stem == row.config or (stem.startswith("...") and row.config.endswith(stem[3:])), cells
+        switches = mmlop.ablation_switches(row)
+        shown = " ".join(f"{k.rsplit('.', 1)[1]} {v}" for k, v in zip(switches[::2], switches[1::2]))
+        assert cells[2] == (shown or "none"), cells
+
+
+def test_a_row_config_that_sets_more_than_its_switches_is_refused(tmp_path, mmlop):
+    from trainers.core.methods import AblationRow
+
+    (tmp_path / "base.yaml").write_text("OPTIM:\n  MAX_EPOCH: 30\n")
+    (tmp_path / "base_abl1_short.yaml").write_text(
+        "_BASE_: base.yaml\nOPTIM:\n  MAX_EPOCH: 5\nTRAINER:\n  MMLOP:\n    RANK: 2\n")
+    (tmp_path / "base_abl2_rank.yaml").write_text("_BASE_: base.yaml\nTRAINER:\n  MMLOP:\n    RANK: 2\n")
+    (tmp_path / "base_rank.yaml").write_text("_BASE_: base.yaml\nTRAINER:\n  MMLOP:\n    RANK: 2\n")
+    info = replace(mmlop, config_dir=str(tmp_path))
+    assert info.ablation_switches(AblationRow("base", "base")) == ()
+    row = AblationRow("+ rank 2", "base_abl2_rank")
+    assert (info.ablation_switches(row), info.ablation_name(row)) == (("TRAINER.MMLOP.RANK", "2"), "rank")
+    with pytest.raises(ValueError, match=r"base_abl1_short.yaml: an ablation row's config holds only "
+                                         r"_BASE_ and the TRAINER.MMLOP keys .* it also sets OPTIM"):
+        info.ablation_switches(AblationRow("short", "base_abl1_short"))
+    with pytest.raises(ValueError, match=r"'base_rank' is not named <config>_abl<k>_<name>"):
+        info.ablation_name(AblationRow("rank", "base_rank"))

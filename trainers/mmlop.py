@@ -57,8 +57,10 @@ CACHE_TEXT            True            exact speed-up: text features once per eva
 SHARED_PREFIX         True            exact speed-up: rows before the class name run once
 ====================  ==============  =====================================================
 
-The rows of the paper's ablation (Table 4) are configs of their own
-(``configs/trainers/MMLoP/*_abl*.yaml``, listed with their overrides in docs/METHOD.md). GPA
+The rows of the paper's ablation (Table 4), and ours, are the trainer's ``ablation_rows``: each a
+config of its own (``configs/trainers/MMLoP/*_abl*.yaml``, holding only the keys it switches).
+The proxy demo reads them; the sweep example and docs/METHOD.md §5 show them (a test holds the
+two to them). GPA
 (``core/gpa.py``, shared with PromptSRC) is resumable: every checkpoint holds the accumulator
 of its epoch (key ``gpa_state`` of ``prompt_learner/model.pth.tar-<e>``).
 """
@@ -79,6 +81,7 @@ from .core.backbone import backbone_dims
 from .core.context import clean_ctx_init, context_parameter, text_context
 from .core.gpa import GPAMixin
 from .core.losses import consistency_loss, drift_correct
+from .core.methods import AblationRow
 from .core.model import PromptedCLIP
 from .core.precision import Precision
 from .core.shared_keys import SPEED_UPS, add_shared_keys, speed_ups
@@ -332,6 +335,8 @@ class MMLoPCLIP(PromptedCLIP):
 
 # --- The trainer ---------------------------------------------------------------------------
 
+_B2N = "vit_b16_c2_ep30_batch4_4+4ctx"
+
 
 @TRAINER_REGISTRY.register()
 class MMLoP(GPAMixin, PromptTrainer):
@@ -339,11 +344,21 @@ class MMLoP(GPAMixin, PromptTrainer):
 
     description = "low-rank deep text+vision prompts with a shared factor, consistency loss, drift correction"
     config_node = "MMLOP"
-    default_configs = {"base2new": "vit_b16_c2_ep30_batch4_4+4ctx",
+    default_configs = {"base2new": _B2N,
                        "xd": "vit_b16_c2_ep30_batch4_4+4ctx_cross_datasets",
                        "few_shot": "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"}
     tiny_config = "tiny_4+4ctx_ep10"
     table_order = 60
+    # The paper's ablation (Table 4), then ours; each row's switches are the keys of its config.
+    ablation_rows = (
+        AblationRow("IVLP (full rank, CE only)", f"{_B2N}_abl1_ivlp", proxy_label="IVLP (full rank)"),
+        AblationRow("+ low rank", f"{_B2N}_abl2_lowrank", proxy_label="+ low-rank"),
+        AblationRow("+ consistency", f"{_B2N}_abl3_consistency"),
+        AblationRow("+ drift correction", f"{_B2N}_abl4_drift"),
+        AblationRow("+ shared U (MMLoP)", _B2N),
+        AblationRow("MMLoP + balanced init (ours)", f"{_B2N}_abl5_balanced",
+                    proxy_label="MMLoP + balanced init"),
+    )
 
     @classmethod
     def add_config(cls, cfg) -> None:

@@ -8,7 +8,8 @@ and the tests, so a new registered trainer appears everywhere with no other edit
 ``tiny_config`` (the stem for the tiny offline CLIP), ``table_order`` (row order in tables),
 ``config_dir`` (default ``configs/trainers/<name>``), ``upstream_fp16_prompts`` (the prompt
 learner's parameters, or sub-modules, that upstream trains as fp16 parameters under ``PREC fp16``:
-what ``PROMPT_PREC upstream`` makes fp16, ``core/precision.py``).
+what ``PROMPT_PREC upstream`` makes fp16, ``core/precision.py``), ``ablation_rows`` (the rows of
+the method's ablation table, ``methods.AblationRow``: label and config, in order).
 
 **Config**: ``add_config(cfg)`` (class method) adds the ``TRAINER.<config_node>`` keys: the
 method's own, then the shared ones it reads (``shared_keys.add_shared_keys``: precision and the
@@ -76,6 +77,7 @@ class PromptTrainer(TrainerX):
     table_order: ClassVar[int] = 100
     config_dir: ClassVar[str] = ""
     upstream_fp16_prompts: ClassVar[tuple[str, ...]] = ()
+    ablation_rows: ClassVar[tuple] = ()
 
     model: nn.Module
     scaler = None
