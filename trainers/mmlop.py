@@ -74,11 +74,12 @@ import torch
 from torch import nn
 from yacs.config import CfgNode as CN
 
+from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY
 
 from .core import checks
 from .core.backbone import backbone_dims
-from .core.context import clean_ctx_init, context_parameter, text_context
+from .core.context import context_parameter, text_context
 from .core.gpa import GPAMixin
 from .core.losses import consistency_loss, drift_correct
 from .core.methods import AblationRow
@@ -86,7 +87,6 @@ from .core.model import PromptedCLIP
 from .core.precision import Precision
 from .core.shared_keys import SPEED_UPS, add_shared_keys, speed_ups
 from .core.templates import IMAGENET_TEMPLATES_60
-from .core.text_inputs import count_tokens
 from .core.trainer import PromptTrainer
 
 SHARE_U_CHOICES = ("none", "modality", "modality_and_layers")
@@ -153,28 +153,41 @@ class MMLoPSettings:
     def needs_zero_shot_image(self) -> bool:
         return bool(self.image_loss_weight or self.kl_loss_weight)
 
+    def as_node(self) -> CN:
+        """The ``TRAINER.MMLOP`` keys of these settings (``from_cfg`` the other way), for
+        ``check_mmlop_keys``."""
+        return CN({"N_CTX": self.n_ctx, "RANK": self.rank, "PROMPT_DEPTH": self.prompt_depth,
+                   "SHARE_U": self.share_u, "FULL_RANK": not self.low_rank, "CTX_INIT": self.ctx_init,
+                   "BALANCED_INIT": self.balanced_init, "TEXT_LOSS_WEIGHT": self.text_loss_weight,
+                   "IMAGE_LOSS_WEIGHT": self.image_loss_weight, "KL_LOSS_WEIGHT": self.kl_loss_weight})
+
     def validate(self, text_layers: int, vision_layers: int) -> None:
-        """Raise ``ValueError`` naming the ``TRAINER.MMLOP`` key that is out of range."""
-        if self.n_ctx < 1:
-            raise ValueError(f"TRAINER.MMLOP.N_CTX must be >= 1, got {self.n_ctx}")
-        max_depth = min(text_layers, vision_layers)
-        if not 1 <= self.prompt_depth <= max_depth:
-            raise ValueError(f"TRAINER.MMLOP.PROMPT_DEPTH must be in 1..{max_depth} for this "
-                             f"backbone, got {self.prompt_depth}")
-        if self.low_rank and not 1 <= self.rank <= self.n_ctx:
-            raise ValueError(f"TRAINER.MMLOP.RANK must be in 1..N_CTX ({self.n_ctx}), "
-                             f"got {self.rank}")
-        if self.balanced_init and not self.low_rank:
-            raise ValueError("TRAINER.MMLOP.BALANCED_INIT balances the low-rank factors; set it False "
-                             "with TRAINER.MMLOP.FULL_RANK True")
-        if self.share_u not in SHARE_U_CHOICES:
-            raise ValueError(f"TRAINER.MMLOP.SHARE_U must be one of {', '.join(SHARE_U_CHOICES)}, "
-                             f"got {self.share_u!r}")
-        text = clean_ctx_init(self.ctx_init)
-        if text and count_tokens(text) != self.n_ctx:
-            raise ValueError(f"TRAINER.MMLOP.CTX_INIT {self.ctx_init!r} is {count_tokens(text)} BPE "
-                             f"tokens but TRAINER.MMLOP.N_CTX is {self.n_ctx}; they must match (or "
-                             "set CTX_INIT '' for a random initialization)")
+        """Raise ``ValueError`` with ``check_mmlop_keys``'s message for a key that does not fit
+        (a backbone of ``text_layers`` and ``vision_layers``)."""
+        try:
+            check_mmlop_keys(self.as_node(), "TRAINER.MMLOP", (text_layers, vision_layers),
+                             "this backbone")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def check_mmlop_keys(node, prefix: str, layers: tuple[int, int] | None, backbone: str) -> None:
+    """Every rule on the ``TRAINER.MMLOP`` keys that shape the model and the loss, in one place:
+    ``MMLoP.check_config`` runs it before anything is loaded (``layers`` of the configured
+    backbone when known, ``config_layers``) and ``MMLoPSettings.validate`` on the loaded model's
+    (as ``ValueError``, same message). Raises ``ConfigError`` naming the key, the value and what
+    is allowed."""
+    checks.check_range(node, prefix, "N_CTX", low=1)
+    if not node.FULL_RANK:
+        checks.check_range(node, prefix, "RANK", low=1, high=node.N_CTX)
+    elif node.BALANCED_INIT:
+        checks.fail(f"{prefix}.BALANCED_INIT", node.BALANCED_INIT,
+                    f"it balances the low-rank factors; set it False with {prefix}.FULL_RANK True")
+    checks.check_depth_fits(node, prefix, "PROMPT_DEPTH", "text", layers, backbone)
+    checks.check_depth_fits(node, prefix, "PROMPT_DEPTH", "vision", layers, backbone)
+    checks.check_choice(node, prefix, "SHARE_U", SHARE_U_CHOICES)
+    checks.check_ctx_init(node, prefix, "N_CTX", exact=True)
+    checks.check_loss_weights(node, prefix, LOSS_WEIGHT_KEYS)
 
 # --- 1. Low-rank multi-modal prompts ----------------------------------------------------------
 
@@ -367,17 +380,7 @@ class MMLoP(GPAMixin, PromptTrainer):
     @classmethod
     def check_config(cls, cfg, node, prefix: str) -> None:
         super().check_config(cfg, node, prefix)
-        checks.check_range(node, prefix, "N_CTX", low=1)
-        if not node.FULL_RANK:
-            checks.check_range(node, prefix, "RANK", low=1, high=node.N_CTX)
-        elif node.BALANCED_INIT:
-            checks.fail(f"{prefix}.BALANCED_INIT", node.BALANCED_INIT,
-                        f"it balances the low-rank factors; set it False with {prefix}.FULL_RANK True")
-        checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH", "text")
-        checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH", "vision")
-        checks.check_choice(node, prefix, "SHARE_U", SHARE_U_CHOICES)
-        checks.check_ctx_init(node, prefix, "N_CTX", exact=True)
-        checks.check_loss_weights(node, prefix, LOSS_WEIGHT_KEYS)
+        check_mmlop_keys(node, prefix, checks.config_layers(cfg), cfg.MODEL.BACKBONE.NAME)
         checks.check_gpa(cfg, node, prefix)
 
     def build_model(self) -> None:
