@@ -19,8 +19,7 @@ domain generalization, cross-dataset, few-shot, then MMLoP's ablation rows) into
 writes ``<output>/proxy_demo/benchmark.json`` (tables, per-seed values, intervals, wall time per
 part), ``tables.md``, ``few_shot.png`` and the sweep's own tables (``sweep_tables/``);
 ``--protocol dg xd ...`` runs only those parts. ``--ablation`` runs MMLoP's ablation rows at the
-default size (IVLP setting, low-rank, + consistency, + drift correction, + shared U, then MMLoP with
-``BALANCED_INIT``). ``--quick`` is
+default size (``ablation_methods``). ``--quick`` is
 the CI size (the same tiny CLIP; one dataset, two seeds, three methods).
 
 These are proxy numbers on a toy domain, not the paper's: they show that the code learns and
@@ -41,20 +40,6 @@ from dassl.utils.tools import write_json
 from . import protocols as P
 from .plot import plot_few_shot, plot_hm_vs_params
 from .runs import REPO_ROOT, Method, RunResult, harmonic_mean, run_grid_jobs
-
-ABLATION_ROWS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("IVLP (full rank)", "ivlp", ("TRAINER.MMLOP.FULL_RANK", "True", "TRAINER.MMLOP.TEXT_LOSS_WEIGHT", "0.0",
-                                 "TRAINER.MMLOP.IMAGE_LOSS_WEIGHT", "0.0", "TRAINER.MMLOP.KL_LOSS_WEIGHT", "0.0",
-                                 "TRAINER.MMLOP.DRIFT_CORRECTION", "False")),
-    ("+ low-rank", "lowrank", ("TRAINER.MMLOP.SHARE_U", "none", "TRAINER.MMLOP.TEXT_LOSS_WEIGHT", "0.0",
-                               "TRAINER.MMLOP.IMAGE_LOSS_WEIGHT", "0.0", "TRAINER.MMLOP.KL_LOSS_WEIGHT", "0.0",
-                               "TRAINER.MMLOP.DRIFT_CORRECTION", "False")),
-    ("+ consistency", "consistency", ("TRAINER.MMLOP.SHARE_U", "none", "TRAINER.MMLOP.DRIFT_CORRECTION", "False")),
-    ("+ drift correction", "drift", ("TRAINER.MMLOP.SHARE_U", "none")),
-    ("+ shared U (MMLoP)", "", ()),            # the MMLoP config itself: shares the MMLoP row's runs
-    # Not a row of the paper: MMLoP with equal-norm factors at initialization (docs/METHOD.md).
-    ("MMLoP + balanced init", "balanced", ("TRAINER.MMLOP.BALANCED_INIT", "True")),
-)
 
 
 @dataclass(frozen=True)
@@ -86,14 +71,21 @@ def available_methods(wanted: Optional[Sequence[str]] = None) -> list[Method]:
 
 
 def ablation_methods() -> list[Method]:
-    """MMLoP's ablation rows (docs/METHOD.md), each in its own output folder."""
+    """MMLoP's ablation rows (its ``ablation_rows`` fact, ``trainers/mmlop.py``) on its tiny
+    config: each row's switches as opts, each switched row in its own output folder; the row
+    without switches is the MMLoP config itself and shares the MMLoP row's runs."""
     from trainers.core.methods import method_info
 
-    config = method_info("MMLoP").tiny_config
+    info = method_info("MMLoP")
+    config = info.tiny_config
     if config is None:
         raise FileNotFoundError("MMLoP names no tiny config: the ablation needs one")
-    return [Method(label, "MMLoP", config, opts, tag=f"{config}_ablation_{tag}" if tag else "")
-            for label, tag, opts in ABLATION_ROWS]
+    methods = []
+    for row in info.ablation_rows:
+        name = info.ablation_name(row)
+        methods.append(Method(row.proxy_label or row.label, "MMLoP", config, info.ablation_switches(row),
+                              tag=f"{config}_ablation_{name}" if name else ""))
+    return methods
 
 
 def summarize(results: Sequence[RunResult], methods: Sequence[Method], datasets: Sequence[str]) -> list[dict]:

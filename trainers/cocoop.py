@@ -35,6 +35,7 @@ from .core import checks
 from .core.context import clean_ctx_init, context_parameter, normal_prompt, text_context
 from .core.model import PromptedCLIP
 from .core.precision import Precision
+from .core.shared_keys import PRECISION_KEYS, add_shared_keys, speed_ups
 from .core.text_inputs import count_tokens
 from .core.trainer import CrossEntropyPromptTrainer
 
@@ -117,13 +118,11 @@ class CoCoOp(CrossEntropyPromptTrainer):
 
     @classmethod
     def add_config(cls, cfg) -> None:
-        cfg.TRAINER.COCOOP = CN()
-        node = cfg.TRAINER.COCOOP
+        node = cfg.TRAINER.COCOOP = CN()
         node.N_CTX = 16
         node.CTX_INIT = ""
-        node.PREC = "fp16"
-        node.PROMPT_PREC = "fp32"
-        node.TRUNCATE_TEXT = True
+        # per-image text features: nothing to cache once per evaluation, no prefix common to all
+        add_shared_keys(node, PRECISION_KEYS + ("TRUNCATE_TEXT",))
 
     @classmethod
     def check_config(cls, cfg, node, prefix: str) -> None:
@@ -136,5 +135,5 @@ class CoCoOp(CrossEntropyPromptTrainer):
         clip_model = self.load_backbone()
         print("Building custom CLIP")
         self.model = CoCoOpCLIP(clip_model, self.dm.dataset.classnames, node.N_CTX,
-                                node.CTX_INIT, self.precision, node.TRUNCATE_TEXT)
+                                node.CTX_INIT, self.precision, **speed_ups(node))
         self.register_prompt_learner(self.model.prompt_learner)

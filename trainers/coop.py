@@ -7,7 +7,7 @@ N_CTX is its number of BPE tokens; upstream counted words, which differs for wor
 plus ``PROMPT_PREC`` (``fp32`` default; ``upstream``: under ``PREC fp16`` ``ctx`` is an fp16
 parameter trained without gradient scaling, as upstream, ``core/precision.py``),
 ``TRUNCATE_TEXT``, ``CACHE_TEXT`` and ``SHARED_PREFIX`` (the core's exact speed-ups,
-``core/encoders.py`` and ``core/model.py``; ``SHARED_PREFIX`` applies to the ``end`` position with
+``core/shared_keys.py``; ``SHARED_PREFIX`` applies to the ``end`` position with
 a generic context, the only layout whose rows before the class name are the same for all classes).
 The parameter is ``ctx`` (``[N_CTX, D]``, or ``[n_cls, N_CTX, D]`` with CSC); the registered
 module is ``prompt_learner``, whose checkpoints hold ``ctx`` only.
@@ -29,6 +29,7 @@ from .core import checks
 from .core.context import clean_ctx_init, context_parameter, text_context
 from .core.model import PromptedCLIP
 from .core.precision import Precision
+from .core.shared_keys import ALL_SHARED, add_shared_keys, speed_ups
 from .core.text_inputs import count_tokens
 from .core.trainer import CrossEntropyPromptTrainer
 
@@ -133,18 +134,13 @@ class CoOp(CrossEntropyPromptTrainer):
 
     @classmethod
     def add_config(cls, cfg) -> None:
-        """Upstream keys plus the prompt dtype and the three speed-up switches."""
-        cfg.TRAINER.COOP = CN()
-        node = cfg.TRAINER.COOP
+        """Upstream keys plus the shared ones (precision, prompt dtype, the three speed-ups)."""
+        node = cfg.TRAINER.COOP = CN()
         node.N_CTX = 16
         node.CSC = False
         node.CTX_INIT = ""
-        node.PREC = "fp16"
-        node.PROMPT_PREC = "fp32"
         node.CLASS_TOKEN_POSITION = "end"
-        node.TRUNCATE_TEXT = True
-        node.CACHE_TEXT = True
-        node.SHARED_PREFIX = True
+        add_shared_keys(node, ALL_SHARED)
 
     @classmethod
     def check_config(cls, cfg, node, prefix: str) -> None:
@@ -159,7 +155,7 @@ class CoOp(CrossEntropyPromptTrainer):
         print("Building custom CLIP")
         self.model = CoOpCLIP(clip_model, self.dm.dataset.classnames, node.N_CTX, node.CTX_INIT,
                               node.CSC, node.CLASS_TOKEN_POSITION, self.precision,
-                              node.TRUNCATE_TEXT, node.CACHE_TEXT, node.SHARED_PREFIX)
+                              **speed_ups(node))
         self.register_prompt_learner(self.model.prompt_learner)
 
 

@@ -47,6 +47,7 @@ from .core.backbone import backbone_dims
 from .core.context import context_parameter, normal_prompt, text_context
 from .core.model import PromptedCLIP
 from .core.precision import Precision
+from .core.shared_keys import ALL_SHARED, add_shared_keys, speed_ups
 from .core.trainer import CrossEntropyPromptTrainer
 
 
@@ -57,11 +58,7 @@ def add_ivlp_keys(node: CN) -> CN:
     node.PROMPT_DEPTH_TEXT = 9
     node.PROMPT_DEPTH_VISION = 9
     node.CTX_INIT = "a photo of a"
-    node.PREC = "fp16"
-    node.PROMPT_PREC = "fp32"
-    node.TRUNCATE_TEXT = True
-    node.CACHE_TEXT = True
-    node.SHARED_PREFIX = True
+    add_shared_keys(node, ALL_SHARED)
     return node
 
 
@@ -94,8 +91,7 @@ class IVLPSettings:
         """From a ``cfg.TRAINER.<NAME>`` node with IVLP's keys."""
         return cls(n_ctx_text=node.N_CTX_TEXT, n_ctx_vision=node.N_CTX_VISION,
                    depth_text=node.PROMPT_DEPTH_TEXT, depth_vision=node.PROMPT_DEPTH_VISION,
-                   ctx_init=node.CTX_INIT, truncate_text=node.TRUNCATE_TEXT,
-                   cache_text=node.CACHE_TEXT, shared_prefix=node.SHARED_PREFIX, key=key)
+                   ctx_init=node.CTX_INIT, key=key, **speed_ups(node))
 
     def validate(self, clip_model: nn.Module) -> None:
         """Raise ``ValueError`` naming the key that does not fit ``clip_model``."""

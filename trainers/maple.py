@@ -19,7 +19,7 @@ parameters.
 Config node ``TRAINER.MAPLE`` (upstream names): ``N_CTX`` 2, ``CTX_INIT`` "a photo of a",
 ``PREC`` "fp16" (``fp32``/``fp16``/``bf16``/``amp``; fp32 on CPU), ``PROMPT_DEPTH`` 9, plus
 ``PROMPT_PREC`` (``fp32``/``upstream``), ``TRUNCATE_TEXT``, ``CACHE_TEXT`` and
-``SHARED_PREFIX`` (the core's exact speed-ups). Configs:
+``SHARED_PREFIX`` (the core's exact speed-ups, ``core/shared_keys.py``). Configs:
 ``configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml`` (base-to-novel) and
 ``vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml`` (ImageNet -> others, depth 3, 2 epochs).
 """
@@ -39,6 +39,7 @@ from .core.backbone import backbone_dims
 from .core.context import context_parameter, normal_prompt, text_context
 from .core.model import PromptedCLIP
 from .core.precision import Precision
+from .core.shared_keys import ALL_SHARED, add_shared_keys, speed_ups
 from .core.trainer import CrossEntropyPromptTrainer
 
 
@@ -103,16 +104,11 @@ class MaPLe(CrossEntropyPromptTrainer):
 
     @classmethod
     def add_config(cls, cfg) -> None:
-        cfg.TRAINER.MAPLE = CN()
-        node = cfg.TRAINER.MAPLE
+        node = cfg.TRAINER.MAPLE = CN()
         node.N_CTX = 2
         node.CTX_INIT = "a photo of a"
-        node.PREC = "fp16"
-        node.PROMPT_PREC = "fp32"
         node.PROMPT_DEPTH = 9
-        node.TRUNCATE_TEXT = True
-        node.CACHE_TEXT = True
-        node.SHARED_PREFIX = True
+        add_shared_keys(node, ALL_SHARED)
 
     @classmethod
     def check_config(cls, cfg, node, prefix: str) -> None:
@@ -128,5 +124,5 @@ class MaPLe(CrossEntropyPromptTrainer):
         print("Building custom CLIP")
         self.model = MaPLeCLIP(clip_model, self.dm.dataset.classnames, node.N_CTX,
                                node.PROMPT_DEPTH, node.CTX_INIT, self.precision,
-                               node.TRUNCATE_TEXT, node.CACHE_TEXT, node.SHARED_PREFIX)
+                               **speed_ups(node))
         self.register_prompt_learner(self.model.prompt_learner)

@@ -57,8 +57,10 @@ CACHE_TEXT            True            exact speed-up: text features once per eva
 SHARED_PREFIX         True            exact speed-up: rows before the class name run once
 ====================  ==============  =====================================================
 
-The rows of the paper's ablation (Table 4) are configs of their own
-(``configs/trainers/MMLoP/*_abl*.yaml``, listed with their overrides in docs/METHOD.md). GPA
+The rows of the paper's ablation (Table 4), and ours, are the trainer's ``ablation_rows``: each a
+config of its own (``configs/trainers/MMLoP/*_abl*.yaml``, holding only the keys it switches).
+The proxy demo reads them; the sweep example and docs/METHOD.md §5 show them (a test holds the
+two to them). GPA
 (``core/gpa.py``, shared with PromptSRC) is resumable: every checkpoint holds the accumulator
 of its epoch (key ``gpa_state`` of ``prompt_learner/model.pth.tar-<e>``).
 """
@@ -72,17 +74,19 @@ import torch
 from torch import nn
 from yacs.config import CfgNode as CN
 
+from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY
 
 from .core import checks
 from .core.backbone import backbone_dims
-from .core.context import clean_ctx_init, context_parameter, text_context
+from .core.context import context_parameter, text_context
 from .core.gpa import GPAMixin
 from .core.losses import consistency_loss, drift_correct
+from .core.methods import AblationRow
 from .core.model import PromptedCLIP
 from .core.precision import Precision
+from .core.shared_keys import SPEED_UPS, add_shared_keys, speed_ups
 from .core.templates import IMAGENET_TEMPLATES_60
-from .core.text_inputs import count_tokens
 from .core.trainer import PromptTrainer
 
 SHARE_U_CHOICES = ("none", "modality", "modality_and_layers")
@@ -106,10 +110,8 @@ def add_mmlop_keys(node: CN) -> CN:
     node.GPA = False
     node.GPA_MEAN = 15.0
     node.GPA_STD = 1.0
-    node.PREC = "fp16"
-    node.TRUNCATE_TEXT = True
-    node.CACHE_TEXT = True
-    node.SHARED_PREFIX = True
+    # no PROMPT_PREC: there is no upstream MMLoP whose fp16 prompts it would reproduce
+    add_shared_keys(node, ("PREC",) + SPEED_UPS)
     return node
 
 
@@ -141,8 +143,7 @@ class MMLoPSettings:
                    text_loss_weight=float(node.TEXT_LOSS_WEIGHT),
                    image_loss_weight=float(node.IMAGE_LOSS_WEIGHT),
                    kl_loss_weight=float(node.KL_LOSS_WEIGHT),
-                   drift_correction=node.DRIFT_CORRECTION, truncate_text=node.TRUNCATE_TEXT,
-                   cache_text=node.CACHE_TEXT, shared_prefix=node.SHARED_PREFIX)
+                   drift_correction=node.DRIFT_CORRECTION, **speed_ups(node))
 
     @property
     def needs_anchors(self) -> bool:
@@ -152,28 +153,41 @@ class MMLoPSettings:
     def needs_zero_shot_image(self) -> bool:
         return bool(self.image_loss_weight or self.kl_loss_weight)
 
+    def as_node(self) -> CN:
+        """The ``TRAINER.MMLOP`` keys of these settings (``from_cfg`` the other way), for
+        ``check_mmlop_keys``."""
+        return CN({"N_CTX": self.n_ctx, "RANK": self.rank, "PROMPT_DEPTH": self.prompt_depth,
+                   "SHARE_U": self.share_u, "FULL_RANK": not self.low_rank, "CTX_INIT": self.ctx_init,
+                   "BALANCED_INIT": self.balanced_init, "TEXT_LOSS_WEIGHT": self.text_loss_weight,
+                   "IMAGE_LOSS_WEIGHT": self.image_loss_weight, "KL_LOSS_WEIGHT": self.kl_loss_weight})
+
     def validate(self, text_layers: int, vision_layers: int) -> None:
-        """Raise ``ValueError`` naming the ``TRAINER.MMLOP`` key that is out of range."""
-        if self.n_ctx < 1:
-            raise ValueError(f"TRAINER.MMLOP.N_CTX must be >= 1, got {self.n_ctx}")
-        max_depth = min(text_layers, vision_layers)
-        if not 1 <= self.prompt_depth <= max_depth:
-            raise ValueError(f"TRAINER.MMLOP.PROMPT_DEPTH must be in 1..{max_depth} for this "
-                             f"backbone, got {self.prompt_depth}")
-        if self.low_rank and not 1 <= self.rank <= self.n_ctx:
-            raise ValueError(f"TRAINER.MMLOP.RANK must be in 1..N_CTX ({self.n_ctx}), "
-                             f"got {self.rank}")
-        if self.balanced_init and not self.low_rank:
-            raise ValueError("TRAINER.MMLOP.BALANCED_INIT balances the low-rank factors; set it False "
-                             "with TRAINER.MMLOP.FULL_RANK True")
-        if self.share_u not in SHARE_U_CHOICES:
-            raise ValueError(f"TRAINER.MMLOP.SHARE_U must be one of {', '.join(SHARE_U_CHOICES)}, "
-                             f"got {self.share_u!r}")
-        text = clean_ctx_init(self.ctx_init)
-        if text and count_tokens(text) != self.n_ctx:
-            raise ValueError(f"TRAINER.MMLOP.CTX_INIT {self.ctx_init!r} is {count_tokens(text)} BPE "
-                             f"tokens but TRAINER.MMLOP.N_CTX is {self.n_ctx}; they must match (or "
-                             "set CTX_INIT '' for a random initialization)")
+        """Raise ``ValueError`` with ``check_mmlop_keys``'s message for a key that does not fit
+        (a backbone of ``text_layers`` and ``vision_layers``)."""
+        try:
+            check_mmlop_keys(self.as_node(), "TRAINER.MMLOP", (text_layers, vision_layers),
+                             "this backbone")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def check_mmlop_keys(node, prefix: str, layers: tuple[int, int] | None, backbone: str) -> None:
+    """Every rule on the ``TRAINER.MMLOP`` keys that shape the model and the loss, in one place:
+    ``MMLoP.check_config`` runs it before anything is loaded (``layers`` of the configured
+    backbone when known, ``config_layers``) and ``MMLoPSettings.validate`` on the loaded model's
+    (as ``ValueError``, same message). Raises ``ConfigError`` naming the key, the value and what
+    is allowed."""
+    checks.check_range(node, prefix, "N_CTX", low=1)
+    if not node.FULL_RANK:
+        checks.check_range(node, prefix, "RANK", low=1, high=node.N_CTX)
+    elif node.BALANCED_INIT:
+        checks.fail(f"{prefix}.BALANCED_INIT", node.BALANCED_INIT,
+                    f"it balances the low-rank factors; set it False with {prefix}.FULL_RANK True")
+    checks.check_depth_fits(node, prefix, "PROMPT_DEPTH", "text", layers, backbone)
+    checks.check_depth_fits(node, prefix, "PROMPT_DEPTH", "vision", layers, backbone)
+    checks.check_choice(node, prefix, "SHARE_U", SHARE_U_CHOICES)
+    checks.check_ctx_init(node, prefix, "N_CTX", exact=True)
+    checks.check_loss_weights(node, prefix, LOSS_WEIGHT_KEYS)
 
 # --- 1. Low-rank multi-modal prompts ----------------------------------------------------------
 
@@ -334,6 +348,8 @@ class MMLoPCLIP(PromptedCLIP):
 
 # --- The trainer ---------------------------------------------------------------------------
 
+_B2N = "vit_b16_c2_ep30_batch4_4+4ctx"
+
 
 @TRAINER_REGISTRY.register()
 class MMLoP(GPAMixin, PromptTrainer):
@@ -341,11 +357,21 @@ class MMLoP(GPAMixin, PromptTrainer):
 
     description = "low-rank deep text+vision prompts with a shared factor, consistency loss, drift correction"
     config_node = "MMLOP"
-    default_configs = {"base2new": "vit_b16_c2_ep30_batch4_4+4ctx",
+    default_configs = {"base2new": _B2N,
                        "xd": "vit_b16_c2_ep30_batch4_4+4ctx_cross_datasets",
                        "few_shot": "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"}
     tiny_config = "tiny_4+4ctx_ep10"
     table_order = 60
+    # The paper's ablation (Table 4), then ours; each row's switches are the keys of its config.
+    ablation_rows = (
+        AblationRow("IVLP (full rank, CE only)", f"{_B2N}_abl1_ivlp", proxy_label="IVLP (full rank)"),
+        AblationRow("+ low rank", f"{_B2N}_abl2_lowrank", proxy_label="+ low-rank"),
+        AblationRow("+ consistency", f"{_B2N}_abl3_consistency"),
+        AblationRow("+ drift correction", f"{_B2N}_abl4_drift"),
+        AblationRow("+ shared U (MMLoP)", _B2N),
+        AblationRow("MMLoP + balanced init (ours)", f"{_B2N}_abl5_balanced",
+                    proxy_label="MMLoP + balanced init"),
+    )
 
     @classmethod
     def add_config(cls, cfg) -> None:
@@ -354,17 +380,7 @@ class MMLoP(GPAMixin, PromptTrainer):
     @classmethod
     def check_config(cls, cfg, node, prefix: str) -> None:
         super().check_config(cfg, node, prefix)
-        checks.check_range(node, prefix, "N_CTX", low=1)
-        if not node.FULL_RANK:
-            checks.check_range(node, prefix, "RANK", low=1, high=node.N_CTX)
-        elif node.BALANCED_INIT:
-            checks.fail(f"{prefix}.BALANCED_INIT", node.BALANCED_INIT,
-                        f"it balances the low-rank factors; set it False with {prefix}.FULL_RANK True")
-        checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH", "text")
-        checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH", "vision")
-        checks.check_choice(node, prefix, "SHARE_U", SHARE_U_CHOICES)
-        checks.check_ctx_init(node, prefix, "N_CTX", exact=True)
-        checks.check_loss_weights(node, prefix, LOSS_WEIGHT_KEYS)
+        check_mmlop_keys(node, prefix, checks.config_layers(cfg), cfg.MODEL.BACKBONE.NAME)
         checks.check_gpa(cfg, node, prefix)
 
     def build_model(self) -> None:

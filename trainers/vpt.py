@@ -40,6 +40,7 @@ from .core.backbone import backbone_dims
 from .core.context import clean_ctx_init, normal_prompt
 from .core.model import PromptedCLIP
 from .core.precision import Precision
+from .core.shared_keys import add_shared_keys
 from .core.trainer import CrossEntropyPromptTrainer
 
 
@@ -92,12 +93,11 @@ class VPT(CrossEntropyPromptTrainer):
 
     @classmethod
     def add_config(cls, cfg) -> None:
-        cfg.TRAINER.VPT = CN()
-        node = cfg.TRAINER.VPT
+        node = cfg.TRAINER.VPT = CN()
         node.N_CTX_VISION = 2
         node.PROMPT_DEPTH_VISION = 1
         node.CTX_INIT = "a photo of a"
-        node.PREC = "fp16"
+        add_shared_keys(node, ("PREC",))        # the text side is fixed: no text speed-ups
 
     @classmethod
     def check_config(cls, cfg, node, prefix: str) -> None:

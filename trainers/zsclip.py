@@ -17,6 +17,7 @@ from .core.anchors import cached_text_features
 from .core.encoders import PromptedImageEncoder
 from .core.methods import PROTOCOLS
 from .core.precision import cast_backbone
+from .core.shared_keys import add_shared_keys
 from .core.templates import IMAGENET_TEMPLATES_60, dataset_template, fill
 from .core.trainer import PromptTrainer
 
@@ -34,9 +35,9 @@ class ZeroshotCLIP(PromptTrainer):
 
     @classmethod
     def add_config(cls, cfg) -> None:
-        cfg.TRAINER.ZEROSHOTCLIP = CN()
-        cfg.TRAINER.ZEROSHOTCLIP.ENSEMBLE = False
-        cfg.TRAINER.ZEROSHOTCLIP.PREC = "fp16"
+        node = cfg.TRAINER.ZEROSHOTCLIP = CN()
+        node.ENSEMBLE = False
+        add_shared_keys(node, ("PREC",))
 
     def build_model(self) -> None:
         cfg = self.cfg

@@ -6,6 +6,7 @@ Modules, in the order a training step uses them:
 ``trainer``     ``PromptTrainer`` (method facts, config hooks, backbone loading, optimizer,
                 checkpoints of the prompts only) and ``CrossEntropyPromptTrainer``
 ``checks``      config checks run before any data or model is loaded
+``shared_keys`` the config keys every prompt trainer shares (precision, exact speed-ups)
 ``backbone``    loading and freezing CLIP; widths and depths the prompts must fit
 ``precision``   what ``PREC`` means on a device (weight dtype, autocast, gradient scaling)
 ``context``     ``CTX_INIT`` -> prompt text and initial embeddings; random prompt init

@@ -15,12 +15,7 @@ from dassl.engine.config_checks import check_choice, check_range, fail  # noqa: 
 
 from .backbone import file_layers, known_layers
 from .context import clean_ctx_init
-from .precision import PRECISIONS
 from .text_inputs import count_tokens
-
-
-def check_precision(node, prefix: str) -> None:
-    check_choice(node, prefix, "PREC", PRECISIONS)
 
 
 def check_ctx_init(node, prefix: str, n_ctx_key: str | None = None, exact: bool = False) -> None:
@@ -38,18 +33,30 @@ def check_ctx_init(node, prefix: str, n_ctx_key: str | None = None, exact: bool 
              "must match (or set CTX_INIT '' for a random initialization)")
 
 
+def config_layers(cfg) -> tuple[int, int] | None:
+    """``(text_layers, vision_layers)`` of ``MODEL.BACKBONE.NAME`` before it is loaded: a
+    published model name, or a model file (its layers counted from its parameter names); ``None``
+    when unknown (an open_clip weights file is checked once loaded)."""
+    return known_layers(cfg.MODEL.BACKBONE.NAME) or file_layers(cfg.MODEL.BACKBONE.NAME)
+
+
 def check_depth(cfg, node, prefix: str, name: str, tower: str, low: int = 1) -> None:
     """``low <= node[name] <= layers`` of the ``tower`` ("text" or "vision") of
-    ``MODEL.BACKBONE.NAME``: a published model name, or a model file (its layers counted from its
-    parameter names; an open_clip weights file is checked once loaded)."""
+    ``MODEL.BACKBONE.NAME`` (``config_layers``)."""
+    check_depth_fits(node, prefix, name, tower, config_layers(cfg), cfg.MODEL.BACKBONE.NAME, low)
+
+
+def check_depth_fits(node, prefix: str, name: str, tower: str, layers: tuple[int, int] | None,
+                     backbone: str, low: int = 1) -> None:
+    """``low <= node[name] <= layers`` of the ``tower`` of ``layers`` (``(text, vision)``, from the
+    config or from a loaded model; ``None``: only the lower bound), naming ``backbone``."""
     check_range(node, prefix, name, low=low)
-    layers = known_layers(cfg.MODEL.BACKBONE.NAME) or file_layers(cfg.MODEL.BACKBONE.NAME)
     if layers is None:
         return
     n = layers[0] if tower == "text" else layers[1]
     if node[name] > n:
         fail(f"{prefix}.{name}", node[name],
-             f"{cfg.MODEL.BACKBONE.NAME} has {n} {tower} layers"
+             f"{backbone} has {n} {tower} layers"
              + ("" if n else " (a ResNet image tower takes no vision prompts)"))
 
 

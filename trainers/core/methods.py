@@ -16,6 +16,7 @@ for PROTOCOL and DATASET) and ``CONFIG_FILE=<path>``, or one error line on stder
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass
@@ -25,6 +26,24 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 # base2new: base-to-novel; xd: cross-dataset and domain generalization (ImageNet training);
 # few_shot: few-shot learning; zeroshot: evaluation of a model without training.
 PROTOCOLS = ("base2new", "xd", "few_shot", "zeroshot")
+
+
+@dataclass(frozen=True)
+class AblationRow:
+    """One row of a method's ablation table (its ``ablation_rows`` fact), in the one place the
+    sweep example, docs/METHOD.md and the proxy demo take it from (``tests/test_method_facts.py``
+    holds them to it).
+
+    ``config``: the row's config stem under the method's ``config_dir``. The method's own config
+    is the row without switches; every other row is named ``<stem>_abl<k>_<name>``, derives from
+    that config (``_BASE_``) and holds only the ``TRAINER.<config_node>`` keys it switches, so the
+    same switches apply to any config of the method (the demo's tiny one). ``proxy_label``: the
+    row's label in the proxy demo's tables where it differs from ``label`` (the demo's published
+    tables keep their labels)."""
+
+    label: str
+    config: str
+    proxy_label: str = ""
 
 
 @dataclass(frozen=True)
@@ -39,6 +58,8 @@ class MethodInfo:
     tiny_config: Optional[str]
     table_order: int
     config_dir: str
+    config_node: str = ""
+    ablation_rows: tuple[AblationRow, ...] = ()
 
     def config_file(self, stem: str) -> str:
         """Path of the config ``<config_dir>/<stem>.yaml``."""
@@ -54,6 +75,39 @@ class MethodInfo:
             raise KeyError(f"{self.name} has no default config for the {protocol} protocol; set "
                            f"CFG to a file stem of {os.path.relpath(self.config_dir, REPO_ROOT)}/")
         return stem
+
+    def ablation_switches(self, row: AblationRow) -> tuple[str, ...]:
+        """The opts (``TRAINER.<NODE>.<KEY> value`` pairs, in file order) that turn the method's
+        config into ``row``: the ``TRAINER.<config_node>`` keys of the row's config file, none for
+        a config that derives from no other. ``ValueError`` naming the file when it sets more."""
+        import yaml
+
+        path = self.config_file(row.config)
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        if "_BASE_" not in data:
+            return ()
+        node = (data.get("TRAINER") or {}).get(self.config_node) or {}
+        extra = sorted(set(data) - {"_BASE_", "TRAINER"}) + sorted(
+            f"TRAINER.{k}" for k in (data.get("TRAINER") or {}) if k != self.config_node)
+        if extra or not node:
+            raise ValueError(f"{path}: an ablation row's config holds only _BASE_ and the "
+                             f"TRAINER.{self.config_node} keys it switches (they are applied to "
+                             f"the method's other configs too); "
+                             + (f"it also sets {', '.join(extra)}" if extra else "it switches none"))
+        return tuple(item for key, value in node.items()
+                     for item in (f"TRAINER.{self.config_node}.{key}", str(value)))
+
+    def ablation_name(self, row: AblationRow) -> str:
+        """The row's short name, ``<name>`` of its ``<stem>_abl<k>_<name>`` config (the proxy
+        demo's folder ``<tiny config>_ablation_<name>``); ``""`` for the method's own config."""
+        if not self.ablation_switches(row):
+            return ""
+        match = re.fullmatch(r".+_abl\d+_([A-Za-z0-9]+)", row.config)
+        if match is None:
+            raise ValueError(f"{self.name}'s ablation row {row.label!r}: its config {row.config!r} is "
+                             "not named <config>_abl<k>_<name> (e.g. ..._abl2_lowrank)")
+        return match.group(1)
 
 
 def method_info(name: str) -> MethodInfo:
@@ -75,6 +129,8 @@ def method_info(name: str) -> MethodInfo:
         table_order=int(getattr(cls, "table_order", 100)),
         config_dir=getattr(cls, "config_dir", "") or os.path.join(REPO_ROOT, "configs",
                                                                    "trainers", name),
+        config_node=getattr(cls, "config_node", "") or "",
+        ablation_rows=tuple(getattr(cls, "ablation_rows", ()) or ()),
     )
 
 

@@ -8,11 +8,13 @@ and the tests, so a new registered trainer appears everywhere with no other edit
 ``tiny_config`` (the stem for the tiny offline CLIP), ``table_order`` (row order in tables),
 ``config_dir`` (default ``configs/trainers/<name>``), ``upstream_fp16_prompts`` (the prompt
 learner's parameters, or sub-modules, that upstream trains as fp16 parameters under ``PREC fp16``:
-what ``PROMPT_PREC upstream`` makes fp16, ``core/precision.py``).
+what ``PROMPT_PREC upstream`` makes fp16, ``core/precision.py``), ``ablation_rows`` (the rows of
+the method's ablation table, ``methods.AblationRow``: label and config, in order).
 
-**Config**: ``add_config(cfg)`` (class method) adds the ``TRAINER.<config_node>`` keys;
-``check_config(cfg, node, prefix)`` (class method) validates them with ``trainers.core.checks``
-(the base checks ``PREC`` and ``PROMPT_PREC`` when the node has them).
+**Config**: ``add_config(cfg)`` (class method) adds the ``TRAINER.<config_node>`` keys: the
+method's own, then the shared ones it reads (``shared_keys.add_shared_keys``: precision and the
+exact speed-ups, declared once with their defaults); ``check_config(cfg, node, prefix)`` (class
+method) validates them with ``trainers.core.checks`` (the base checks the shared keys).
 Dassl calls ``check_cfg`` before loading the dataset or the backbone, so bad values fail fast.
 
 **Building**:
@@ -52,8 +54,8 @@ from dassl.utils import CheckpointMismatchError, load_checkpoint, load_pretraine
 from dassl.utils.torchtools import find_model_file
 
 from .backbone import load_clip_to_cpu
-from .checks import check_choice, check_precision
-from .precision import PROMPT_PRECS, cast_prompt_parameters, resolve_precision, scales_gradients
+from .precision import cast_prompt_parameters, resolve_precision, scales_gradients
+from .shared_keys import check_shared_keys
 
 CLASS_DEPENDENT_KEYS = ("token_prefix", "token_suffix", "tokenized_prompts")
 
@@ -75,6 +77,7 @@ class PromptTrainer(TrainerX):
     table_order: ClassVar[int] = 100
     config_dir: ClassVar[str] = ""
     upstream_fp16_prompts: ClassVar[tuple[str, ...]] = ()
+    ablation_rows: ClassVar[tuple] = ()
 
     model: nn.Module
     scaler = None
@@ -86,13 +89,10 @@ class PromptTrainer(TrainerX):
     @classmethod
     def check_config(cls, cfg, node, prefix: str) -> None:
         """Validate ``node`` (``cfg.TRAINER.<config_node>``, full key ``prefix``): raise
-        ``ConfigError`` naming the key, the value and what is allowed. The default checks
-        ``PREC`` and ``PROMPT_PREC``; override and call ``super()`` to add the method's own
-        checks."""
-        if "PREC" in node:
-            check_precision(node, prefix)
-        if "PROMPT_PREC" in node:
-            check_choice(node, prefix, "PROMPT_PREC", PROMPT_PRECS)
+        ``ConfigError`` naming the key, the value and what is allowed. The default checks the
+        shared keys (``PREC``, ``PROMPT_PREC``: ``shared_keys.check_shared_keys``); override and
+        call ``super()`` to add the method's own checks."""
+        check_shared_keys(node, prefix)
 
     def check_cfg(self, cfg) -> None:
         if self.config_node:
