@@ -529,7 +529,7 @@ def setting_line(record: dict) -> str:
 
 
 def markdown(record: dict) -> str:
-    """The tables of a run (markdown), as printed and as in the README and docs/BENCHMARKS.md."""
+    """The tables of a run (markdown), as printed and as in docs/BENCHMARKS.md."""
     mem = "GPU MB" if record["device"] == "cuda" else "RSS MB"
     lines = [setting_line(record), "",
              f"| classes | measurement | configuration | seconds, median (min–max) | "

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmark in one command (from any directory):   bash bench/gpu.sh
 #
-# Prints the markdown tables of the README's Benchmarks section and writes bench/results_cuda.json:
+# Prints the markdown tables of docs/BENCHMARKS.md and writes bench/results_cuda.json:
 #   * training step and evaluation (class text + test batches of 100; ratios at 1 and 10 batches and
 #     the long-test-set limit) at 100 and 1000 ImageNet class names, training batch 4, as the reference
 #     computation (upstream PromptSRC's) / truncation + cache / all on, paired per-round ratios with
