@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Optional, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tabulate import tabulate
 
-from tabulate import tabulate  # noqa: E402
-
-from parse_test_res import collect_results  # noqa: E402
+from parse_test_res import collect_results
 
 
 def harmonic_mean(base: float, novel: float) -> float:

@@ -404,4 +404,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:            # e.g. piped into head
+        sys.stderr.close()
+        sys.exit(1)

@@ -30,15 +30,12 @@ import json
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
-from .spec import BENCHMARK_11, DOMAIN_SHIFTS, REPO_ROOT, SHIFTED_DATASETS
+from parse_test_res import collect_results, parse_run, summarize
 
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-from parse_test_res import collect_results, parse_run, summarize  # noqa: E402
+from .spec import BENCHMARK_11, DOMAIN_SHIFTS, SHIFTED_DATASETS
 
 MISSING = "–"
 SETTING_NAMES = {"shots": "shots", "backbone": "backbone", "epochs": "epochs", "classes": "classes"}

@@ -3,7 +3,6 @@ dataset with a tiny random CLIP file, the upstream output tree, log lines, resul
 finished run, and the base/novel/HM table."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -107,10 +106,7 @@ def test_scripts_reject_unknown_dataset_and_missing_model(env):
 
 
 def test_read_cfg_follows_yaml_and_opts(capsys):
-    spec = importlib.util.spec_from_file_location("read_cfg", os.path.join(REPO, "scripts",
-                                                                         "read_cfg.py"))
-    read_cfg = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(read_cfg)
+    from trainers.core import config_value as read_cfg
     yaml = os.path.join(REPO, "configs", "trainers", "MMLoP", f"{CFG}.yaml")
     assert read_cfg.read_value(yaml, "OPTIM.MAX_EPOCH", []) == 30
     assert read_cfg.read_value(yaml, "OPTIM.MAX_EPOCH", ["OPTIM.MAX_EPOCH", "3"]) == 3

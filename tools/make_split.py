@@ -2,13 +2,8 @@
 
 Usage (from the repository root): python tools/make_split.py --root DATA --dataset OxfordPets [--seed 1]
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import datasets  # noqa: E402,F401  (registers the loaders)
-from datasets.make_split import main  # noqa: E402
+import datasets  # noqa: F401  (registers the loaders)
+from datasets.make_split import main
 
 if __name__ == "__main__":
     main()
