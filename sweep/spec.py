@@ -10,7 +10,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -305,7 +305,3 @@ def absolute(path: str) -> str:
 
 def resolve_paths(spec: SweepSpec) -> Paths:
     return Paths(command_path(spec.data, "./data"), command_path(spec.output, "output"))
-
-
-def as_sequence(value: Optional[Sequence]) -> tuple:
-    return tuple(value) if value else ()
