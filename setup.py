@@ -8,9 +8,14 @@ or Hugging Face ``datasets`` is not shadowed (outside the repository root they w
 ``python train.py`` from the repository root finds this checkout first, as in every CoOp-family
 project.
 """
+import sys
 from pathlib import Path
 
 from setuptools import find_packages, setup
+
+if "bdist_wheel" in sys.argv:   # pip install . (not -e) builds a wheel
+    sys.exit("error: install MMLoP editable, pip install -e . : a wheel would copy top-level clip, dassl and "
+             "datasets packages into site-packages, over OpenAI's CLIP, Dassl.pytorch or Hugging Face datasets")
 
 PACKAGES = ("clip", "dassl", "datasets", "trainers", "proxy", "sweep", "mmlop", "tools")
 
