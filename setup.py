@@ -1,12 +1,23 @@
-"""pip install -e . installs MMLoP's dependencies.
+"""pip install -e . installs MMLoP's dependencies and makes its packages importable from anywhere.
 
-The code itself is run from the repository root, as in every CoOp-family project. No top-level
-package is installed: ``clip``, ``dassl`` and ``datasets`` would otherwise shadow other
-distributions (OpenAI's CLIP, Dassl.pytorch, Hugging Face ``datasets``) in the user's environment.
+So ``python scripts/sweep.py``, ``python tools/make_split.py``, ``python bench/bench_mmlop.py`` and
+``python -m mmlop <command>`` find the code from any directory without editing ``sys.path``. The
+install is editable only (``-e``): setuptools then maps exactly these names to this checkout through
+an import hook that Python consults after ``sys.path``, so an installed OpenAI CLIP, Dassl.pytorch
+or Hugging Face ``datasets`` is not shadowed (outside the repository root they win over ours), and
+``python train.py`` from the repository root finds this checkout first, as in every CoOp-family
+project.
 """
+import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
+
+if "bdist_wheel" in sys.argv:   # pip install . (not -e) builds a wheel
+    sys.exit("error: install MMLoP editable, pip install -e . : a wheel would copy top-level clip, dassl and "
+             "datasets packages into site-packages, over OpenAI's CLIP, Dassl.pytorch or Hugging Face datasets")
+
+PACKAGES = ("clip", "dassl", "datasets", "trainers", "proxy", "sweep", "mmlop", "tools")
 
 
 def read_requirements() -> list[str]:
@@ -20,8 +31,9 @@ setup(
     description="MMLoP: Multi-Modal Low-Rank Prompting for CLIP, on a CoOp-compatible code base",
     license="MIT",
     python_requires=">=3.10",
-    packages=[],
-    py_modules=[],
+    packages=find_packages(include=[f"{name}{tail}" for name in PACKAGES for tail in ("", ".*")]),
+    py_modules=["train", "parse_test_res"],   # the CoOp-family entry points, for python -m mmlop
+    package_data={"clip": ["*.txt.gz"]},
     install_requires=read_requirements(),
     # scikit-learn: only the tests use it (a reference for the evaluator's macro F1); ruff: the lint.
     # submitit: scripts/sweep.py's Slurm and submitit-local backends (the tests run the latter).

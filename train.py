@@ -19,26 +19,8 @@ import sys
 import traceback
 from typing import Optional, Sequence
 
-import torch
-
-from dassl.utils.env import torchvision_problem
-
-_TORCHVISION_PROBLEM = torchvision_problem()  # before the imports below fail inside torchvision
-if _TORCHVISION_PROBLEM:
-    sys.exit(f"error: {_TORCHVISION_PROBLEM}")
-
-import datasets  # noqa: E402,F401  (registers the datasets)
-import trainers  # noqa: E402
-from clip.clip import DownloadError  # noqa: E402
-from dassl.config import get_cfg_default  # noqa: E402
-from dassl.engine import TRAINER_REGISTRY, build_trainer  # noqa: E402
-from dassl.engine.config_checks import check_config  # noqa: E402
-from dassl.engine.results import count_trainable_params, provenance  # noqa: E402
-from dassl.engine.resume import check_before_writing, checkpoint_names  # noqa: E402
-from dassl.engine.run_guard import OutputLock, remove_temp_files  # noqa: E402
-from dassl.threads import fit_threads  # noqa: E402
-from dassl.utils import OutputDirError, UserError, collect_env_info, set_random_seed, setup_logger  # noqa: E402
-from dassl.utils.tools import atomic_write  # noqa: E402
+# Only the standard library at import: torch, the datasets and the trainers load inside the
+# functions, once the arguments are parsed, so ``--help`` and a mistyped flag answer at once.
 
 CONFIG_FILE = "config.yaml"
 DEBUG_ENV = "MMLOP_DEBUG"
@@ -95,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def register_datasets_and_trainers() -> None:
+    """Import the datasets and the trainers, which register themselves. A torchvision built for
+    another torch stops here with one message naming the fix, instead of failing inside torchvision."""
+    from dassl.utils.env import torchvision_problem
+
+    problem = torchvision_problem()
+    if problem:
+        sys.exit(f"error: {problem}")
+    import datasets  # noqa: F401
+    import trainers  # noqa: F401
+
+
 def reset_cfg(cfg, args: argparse.Namespace) -> None:
     """Copy the flags that were given into ``cfg`` (``--seed 0`` counts; an absent ``--seed`` does not)."""
     if args.root:
@@ -121,8 +115,7 @@ def reset_cfg(cfg, args: argparse.Namespace) -> None:
 
 def setup_cfg(args: argparse.Namespace):
     """Build the frozen config from defaults, trainer extensions, the two YAML files, flags and opts."""
-    cfg = get_cfg_default()
-    trainers.extend_cfg(cfg)
+    cfg = default_cfg()
     if args.dataset_config_file:
         cfg.merge_from_file(args.dataset_config_file)
     if args.config_file:
@@ -150,6 +143,8 @@ def print_args(args: argparse.Namespace, cfg, logger=None) -> None:
 
 def prepare_output_dir(path: str) -> None:
     """Create ``path``; ``OutputDirError`` saying why not and what to do."""
+    from dassl.utils import OutputDirError
+
     try:
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, f".write-test-{os.getpid()}")
@@ -167,6 +162,11 @@ def check_eval_only(args: argparse.Namespace, cfg, trainer=None) -> None:
     registers none)."""
     if not args.eval_only or args.model_dir or args.eval_untrained:
         return
+    from dassl.engine import TRAINER_REGISTRY
+    from dassl.engine.results import count_trainable_params
+    from dassl.utils import UserError
+
+    register_datasets_and_trainers()
     name = cfg.TRAINER.NAME
     if trainer is None:
         trains = getattr(TRAINER_REGISTRY.get(name), "trains", None) if name in TRAINER_REGISTRY else None
@@ -185,6 +185,9 @@ def check_eval_output(args: argparse.Namespace, cfg) -> None:
     out = cfg.OUTPUT_DIR
     if not args.eval_only or args.overwrite or not out:
         return
+    from dassl.engine.resume import checkpoint_names
+    from dassl.utils import UserError
+
     config_path = os.path.join(out, CONFIG_FILE)
     if checkpoint_names(out):
         what = "the checkpoints of a training run"
@@ -199,6 +202,10 @@ def check_eval_output(args: argparse.Namespace, cfg) -> None:
 def default_cfg():
     """The config with every key at its default (what a key that an older checkpoint lacks is
     compared against)."""
+    register_datasets_and_trainers()
+    import trainers
+    from dassl.config import get_cfg_default
+
     cfg = get_cfg_default()
     trainers.extend_cfg(cfg)
     return cfg
@@ -208,6 +215,8 @@ def write_config(cfg) -> str | None:
     """Write ``cfg.dump()`` to ``OUTPUT_DIR/config.yaml`` atomically; return its path (None: no OUTPUT_DIR)."""
     if not cfg.OUTPUT_DIR:
         return None
+    from dassl.utils.tools import atomic_write
+
     fpath = os.path.join(cfg.OUTPUT_DIR, CONFIG_FILE)
     text = cfg.dump()
 
@@ -229,6 +238,16 @@ def main(args: argparse.Namespace, command_line: str | None = None):
 
     ``command_line`` (see :func:`format_command`) is recorded in ``results.json``.
     """
+    import torch
+
+    from dassl.engine import build_trainer
+    from dassl.engine.config_checks import check_config
+    from dassl.engine.results import provenance
+    from dassl.engine.resume import check_before_writing
+    from dassl.engine.run_guard import OutputLock, remove_temp_files
+    from dassl.threads import fit_threads
+    from dassl.utils import collect_env_info, set_random_seed, setup_logger
+
     cfg = setup_cfg(args)
     check_config(cfg)
     check_eval_only(args, cfg)
@@ -290,6 +309,9 @@ def debugging(args: argparse.Namespace) -> bool:
 
 def is_user_error(exc: BaseException) -> bool:
     """An error the user can fix from its message alone (see ``dassl.utils.errors``)."""
+    from clip.clip import DownloadError
+    from dassl.utils import UserError
+
     if isinstance(exc, (UserError, DownloadError)):
         return True
     message = str(exc)
@@ -315,6 +337,7 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
         prog = "train.py"
     args = build_parser().parse_args(argv)
     if args.list_trainers:
+        register_datasets_and_trainers()
         from trainers.core.methods import format_methods, registered_methods
 
         print(format_methods(registered_methods()))

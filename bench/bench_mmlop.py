@@ -65,7 +65,6 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 # The shipped base-to-novel config: its batch sizes are the bench's defaults.
 CONFIG = os.path.join(REPO, "configs", "trainers", "MMLoP", "vit_b16_c2_ep30_batch4_4+4ctx.yaml")

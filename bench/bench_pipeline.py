@@ -45,7 +45,6 @@ import time
 from typing import Callable, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 SHARED_REAL = os.path.join(os.path.dirname(REPO), "shared", "data", "real")
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]

@@ -39,7 +39,6 @@ BUSY_LOOP = "while True:\n    pass\n"
 
 def worker(mode: str, steps: int) -> None:
     """One measurement, in this (fresh) process; prints one JSON line."""
-    sys.path.insert(0, REPO)
     if mode != "before":
         from dassl.threads import prefer_passive_openmp
 

@@ -26,9 +26,7 @@ from typing import Optional, Sequence
 
 import torch
 
-sys.path.insert(0, __file__.rsplit("/bench/", 1)[0])
-
-from trainers.mmlop import MMLoPPromptLearner, MMLoPSettings  # noqa: E402
+from trainers.mmlop import MMLoPPromptLearner, MMLoPSettings
 
 
 def factor_scales(settings: MMLoPSettings, text_dim: int, vision_dim: int, seeds: Sequence[int]) -> dict:

@@ -47,12 +47,10 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from clip.model import build_model_from_config, half_tensor_names
+from trainers.core.precision import Precision
 
-from clip.model import build_model_from_config, half_tensor_names  # noqa: E402
-from trainers.core.precision import Precision  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (label, PREC, PROMPT_PREC)
 CASES: tuple[tuple[str, str, str], ...] = (

@@ -1,7 +1,7 @@
 """One way in to the project's commands: ``python -m mmlop <command> [arguments]``.
 
-Run from the repository root, as every CoOp-family entry point is (the code is not installed as
-packages, see ``setup.py``). Each command is the ``main`` of the module that owns it; the CoOp-family
+From the repository root, or from anywhere once ``pip install -e .`` has made the packages
+importable (see ``setup.py``). Each command is the ``main`` of the module that owns it; the CoOp-family
 entry points (``python train.py``, ``python parse_test_res.py``, ``bash scripts/*.sh``) stay as they
 are. This module imports nothing heavy, so ``python -m mmlop --help`` answers at once; a command's own
 ``--help`` costs what its module costs to import.

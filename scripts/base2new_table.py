@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Optional, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tabulate import tabulate
 
-from tabulate import tabulate  # noqa: E402
-
-from mmlop.results import BASE2NEW, base2new_average, base2new_dir, collect_results, harmonic_mean, summarize  # noqa: E402
+from mmlop.results import BASE2NEW, base2new_average, base2new_dir, collect_results, harmonic_mean, summarize
 
 
 def _seed_mean(run_parent: str) -> tuple[Optional[float], int]:

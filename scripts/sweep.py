@@ -2,17 +2,14 @@
 
     python scripts/sweep.py --protocol base2new --trainers MMLoP --gpus 0,1,2,3
     python scripts/sweep.py --help
+
+This file is named like the ``sweep`` package, and Python puts its folder first on the import
+path, so it cannot import the package: it becomes ``python -m sweep.cli`` (the same process, same
+arguments), which finds the package in the current directory (the repository root) or, from
+anywhere else, through ``pip install -e .``.
 """
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from sweep.cli import main  # noqa: E402
-
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BrokenPipeError:            # e.g. piped into head
-        sys.stderr.close()
-        sys.exit(1)
+    os.execv(sys.executable, [sys.executable, "-m", "sweep.cli", *sys.argv[1:]])

@@ -21,7 +21,7 @@ import time
 from dataclasses import replace
 from typing import Optional, Sequence
 
-from .spec import PROTOCOLS, REPO_ROOT, SweepSpec, load_sweep_file, parse_trainer, resolve_paths
+from .spec import PROTOCOLS, REPO_ROOT, SweepSpec, load_sweep_file, missing_data_warning, parse_trainer, resolve_paths
 from .state import STATE_DIR, STATE_FILE, read_json, state_dir, unwritable
 
 BACKENDS = ("local", "submitit-local", "slurm")
@@ -386,6 +386,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sdir = state_dir(paths.output_abs, name)
     python = backend_opts.get("python") or default_python()
     if args.dry_run:
+        warning = missing_data_warning(paths)
+        if warning:
+            print(warning, file=sys.stderr)
         return _dry_run(plan, sdir, python, out)
 
     from .backends import check_gpu_memory
@@ -426,4 +429,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:            # e.g. piped into head
+        sys.stderr.close()
+        sys.exit(1)

@@ -20,10 +20,8 @@ their test jobs need no model (no dependency), exactly as the scripts do.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import shlex
-import sys
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -112,7 +110,6 @@ class _Facts:
 
     def __init__(self) -> None:
         self._epochs: dict[tuple, int] = {}
-        self._read_cfg = None
 
     @staticmethod
     def info(trainer: str):
@@ -128,23 +125,13 @@ class _Facts:
         return path
 
     def load_epoch(self, config_file: str, opts: Sequence[str]) -> int:
-        """``OPTIM.MAX_EPOCH`` after the opts, through ``scripts/read_cfg.py`` as the scripts do."""
+        """``OPTIM.MAX_EPOCH`` after the opts, as ``train.py`` reads it (``trainers.core.config_value``)."""
         key = (config_file, tuple(opts))
         if key not in self._epochs:
-            if self._read_cfg is None:
-                self._read_cfg = _load_module("_sweep_read_cfg", os.path.join(REPO_ROOT, "scripts", "read_cfg.py"))
-            self._epochs[key] = int(self._read_cfg.read_value(absolute(config_file), "OPTIM.MAX_EPOCH", list(opts)))
+            from trainers.core.config_value import read_value
+
+            self._epochs[key] = int(read_value(absolute(config_file), "OPTIM.MAX_EPOCH", list(opts)))
         return self._epochs[key]
-
-
-def _load_module(name: str, path: str):
-    """The module of the file ``path`` (a script, not a package member), imported once."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
 
 
 def check_job_configs(jobs: Sequence[Job]) -> list[str]:
@@ -153,10 +140,11 @@ def check_job_configs(jobs: Sequence[Job]) -> list[str]:
     job, so a bad value refuses the sweep before any job starts instead of failing every job on its
     first line. One problem per distinct message, naming the first job it hits and how many more;
     jobs whose config inputs are equal are checked once."""
+    import train
     from dassl.config import ConfigError
+    from dassl.engine.config_checks import check_config
     from dassl.utils import UserError
 
-    train = _load_module("_sweep_train", os.path.join(REPO_ROOT, "train.py"))
     parser = train.build_parser()
     seen: dict[tuple, Optional[str]] = {}
     hits: dict[str, list[str]] = {}
@@ -171,7 +159,7 @@ def check_job_configs(jobs: Sequence[Job]) -> list[str]:
         if key not in seen:
             try:
                 cfg = train.setup_cfg(args)
-                train.check_config(cfg)
+                check_config(cfg)
                 train.check_eval_only(args, cfg)
                 seen[key] = None
             except (ConfigError, UserError, KeyError, ValueError) as exc:

@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 from .jobs import Job
 from .spec import REPO_ROOT
-from .state import DONE, FAILED, RUNNING, RunRecord, log_path, new_attempt_log, pid_alive, run_record_path, tail
+from .state import DONE, FAILED, RunRecord, log_path, new_attempt_log, pid_alive, run_record_path, tail
 
 SKIPPED = "skipped"
 INTERRUPTED = "interrupted"
@@ -169,8 +169,3 @@ class TrainPyCall:
 def default_python() -> str:
     """The interpreter of the jobs: ``$PYTHON`` (as the scripts), else this one."""
     return os.environ.get("PYTHON") or sys.executable
-
-
-def status_of(record: RunRecord) -> str:
-    last = record.last
-    return last.get("status", RUNNING) if last else ""

@@ -10,7 +10,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -303,9 +303,16 @@ def absolute(path: str) -> str:
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(REPO_ROOT, path))
 
 
+def missing_data_warning(paths: Paths) -> Optional[str]:
+    """What to say when the data root the jobs get is not a folder here (None: it is). A warning,
+    not a refusal: on a cluster the folder may exist only where the jobs run."""
+    data = absolute(paths.data)
+    if os.path.isdir(data):
+        return None
+    return (f"warning: the data folder {data} does not exist here: every job would stop at its dataset. "
+            "Give --data (or 'data:' in the sweep file) the folder that holds the datasets (DATASETS.md); "
+            "on a cluster, the folder as the compute nodes see it")
+
+
 def resolve_paths(spec: SweepSpec) -> Paths:
     return Paths(command_path(spec.data, "./data"), command_path(spec.output, "output"))
-
-
-def as_sequence(value: Optional[Sequence]) -> tuple:
-    return tuple(value) if value else ()

@@ -111,3 +111,16 @@ class FileServer:
         self.httpd.server_close()
         self.thread.join(timeout=5)
 
+
+
+# The backbone of the tests that run train.py end to end: ViT-B/16's layout at tiny sizes.
+TINY_BACKBONE = dict(vision_layers=2, transformer_layers=2, vision_width=64, transformer_width=64,
+                     transformer_heads=1, image_resolution=32, vision_patch_size=8, embed_dim=32)
+
+
+def save_tiny_clip(path, layers: int = 2):
+    """``TINY_BACKBONE`` with ``layers`` blocks per tower and random weights (``tiny_model``, seed
+    0), its state dict saved to ``path``: a file ``MODEL.BACKBONE.NAME`` accepts. Returns ``path``."""
+    model = tiny_model("ViT-B/16", **dict(TINY_BACKBONE, vision_layers=layers, transformer_layers=layers))
+    torch.save(model.state_dict(), path)
+    return path

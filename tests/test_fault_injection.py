@@ -17,11 +17,9 @@ import sys
 import pytest
 import torch
 
-from clip.model import build_model_from_config
+from tests.clip_helpers import save_tiny_clip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(vision_layers=2, transformer_layers=2, vision_width=64, transformer_width=64,
-            transformer_heads=1, image_resolution=32, vision_patch_size=8, embed_dim=32)
 COMMON = ["DATASET.NUM_SHOTS", "1", "OPTIM.MAX_EPOCH", "2", "DATASET.SUBSAMPLE_CLASSES", "base",
           "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "DATALOADER.TEST.BATCH_SIZE", "500",
           "OPTIM.WARMUP_EPOCH", "-1", "OPTIM.LR", "0.5"]
@@ -65,9 +63,7 @@ print(json.dumps(codes))
 @pytest.fixture(scope="module")
 def fault_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
-    torch.manual_seed(0)
-    backbone = root / "tiny_clip.pt"
-    torch.save(build_model_from_config("ViT-B/16", **TINY).state_dict(), backbone)
+    backbone = save_tiny_clip(root / "tiny_clip.pt")
     env = dict(os.environ, MMLOP_CPUS="1")
     env.pop("MMLOP_FAULT_AT", None)
     base = ["--root", str(root / "data"), "--seed", "1", "--dataset-config-file",

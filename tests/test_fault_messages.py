@@ -300,8 +300,9 @@ def test_torchvision_built_for_another_torch_is_one_message(tmp_path):
     (fake / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
-    r = subprocess.run([sys.executable, "train.py", "--help"], cwd=repo, env=env, capture_output=True, text=True,
-                       timeout=300)
+    # --list-trainers loads the trainers (--help answers before loading anything).
+    r = subprocess.run([sys.executable, "train.py", "--list-trainers"], cwd=repo, env=env, capture_output=True,
+                       text=True, timeout=300)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.splitlines()[0].startswith(
         "error: torchvision cannot be imported with torch ") and "operator torchvision::nms does not exist" in r.stderr

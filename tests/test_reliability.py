@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import train
-from clip.model import build_model_from_config
 from dassl.engine.run_guard import OutputLock
+from tests.clip_helpers import save_tiny_clip
 from tests.toy_run import (  # noqa: F401  (fixtures and the toy trainer, registered on import)
     CRASH_AFTER_EPOCH,
     ToyDasslTrainer,
@@ -24,8 +24,6 @@ from tests.toy_run import (  # noqa: F401  (fixtures and the toy trainer, regist
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(vision_layers=2, transformer_layers=2, vision_width=64, transformer_width=64,
-            transformer_heads=1, image_resolution=32, vision_patch_size=8, embed_dim=32)
 
 
 def cli(argv, capsys):
@@ -179,9 +177,7 @@ def test_config_dump_goes_to_the_log_only(data_root, trainer_yaml, tmp_path, cap
 @pytest.fixture(scope="module")
 def tiny_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("kill")
-    torch.manual_seed(0)
-    ckpt = root / "tiny_clip.pt"
-    torch.save(build_model_from_config("ViT-B/16", **TINY).state_dict(), ckpt)
+    ckpt = save_tiny_clip(root / "tiny_clip.pt")
     env = dict(os.environ, DATA=str(root / "data"), OUTPUT=str(root / "output"), SHOTS="1",
                PYTHON=sys.executable)
     shape = ["MODEL.BACKBONE.NAME", str(ckpt), "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0",

@@ -3,7 +3,6 @@ dataset with a tiny random CLIP file, the upstream output tree, log lines, resul
 finished run, and the base/novel/HM table."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,12 +11,10 @@ import sys
 import pytest
 import torch
 
-from clip.model import build_model_from_config
+from tests.clip_helpers import save_tiny_clip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = "vit_b16_c2_ep30_batch4_4+4ctx"
-TINY = dict(vision_layers=2, transformer_layers=2, vision_width=64, transformer_width=64,
-            transformer_heads=1, image_resolution=32, vision_patch_size=8, embed_dim=32)
 TINY_PARAMS = 2 * (4 + 64 + 64)                          # depth 2, n 4, rank 1, shared U
 
 
@@ -31,9 +28,7 @@ def _dataset_stem() -> str:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("b2n")
-    torch.manual_seed(0)
-    ckpt = root / "tiny_clip.pt"
-    torch.save(build_model_from_config("ViT-B/16", **TINY).state_dict(), ckpt)
+    ckpt = save_tiny_clip(root / "tiny_clip.pt")
     e = dict(os.environ, DATA=str(root / "data"), OUTPUT=str(root / "output"), SHOTS="1",
              PYTHON=sys.executable)
     opts = ["MODEL.BACKBONE.NAME", str(ckpt), "INPUT.SIZE", "(32, 32)", "OPTIM.MAX_EPOCH", "2",
@@ -107,10 +102,7 @@ def test_scripts_reject_unknown_dataset_and_missing_model(env):
 
 
 def test_read_cfg_follows_yaml_and_opts(capsys):
-    spec = importlib.util.spec_from_file_location("read_cfg", os.path.join(REPO, "scripts",
-                                                                         "read_cfg.py"))
-    read_cfg = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(read_cfg)
+    from trainers.core import config_value as read_cfg
     yaml = os.path.join(REPO, "configs", "trainers", "MMLoP", f"{CFG}.yaml")
     assert read_cfg.read_value(yaml, "OPTIM.MAX_EPOCH", []) == 30
     assert read_cfg.read_value(yaml, "OPTIM.MAX_EPOCH", ["OPTIM.MAX_EPOCH", "3"]) == 3

@@ -39,6 +39,16 @@ def test_the_dry_run_refuses_it_too(tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"error: job {B2N_TRAIN}: OPTIM.LR = -1.0 is not allowed")
 
 
+def test_the_dry_run_warns_of_a_missing_data_folder(tmp_path, capsys):
+    assert cli.main(sweep_argv(tmp_path, "--dry-run")) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith(f"warning: the data folder {tmp_path / 'data'} does not exist here")
+    assert "Give --data" in err and "[1/2]" in out            # the plan is still shown
+    (tmp_path / "data").mkdir()
+    assert cli.main(sweep_argv(tmp_path, "--dry-run")) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("protocol: base2new\ntrainers: [MMLoP\nseeds: [1]\n")

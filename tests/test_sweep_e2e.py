@@ -16,17 +16,14 @@ import sys
 import time
 
 import pytest
-import torch
 
 import parse_test_res
-from clip.model import build_model_from_config
 from sweep import cli, tables
+from tests.clip_helpers import save_tiny_clip
 
 pytest.importorskip("submitit")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(vision_layers=2, transformer_layers=2, vision_width=64, transformer_width=64,
-            transformer_heads=1, image_resolution=32, vision_patch_size=8, embed_dim=32)
 CFG = "vit_b16_c2_ep30_batch4_4+4ctx"
 DATASETS = ("synthetic_clean", "synthetic_fog")
 SEEDS = ("1", "2")
@@ -54,9 +51,7 @@ def _train_calls(log):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    torch.manual_seed(0)
-    ckpt = root / "tiny_clip.pt"
-    torch.save(build_model_from_config("ViT-B/16", **TINY).state_dict(), ckpt)
+    ckpt = save_tiny_clip(root / "tiny_clip.pt")
     from datasets.synthetic import SyntheticShapes, SyntheticShapesFog, ensure_generated
 
     for cls in (SyntheticShapes, SyntheticShapesFog):           # once, before jobs run concurrently

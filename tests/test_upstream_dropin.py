@@ -15,13 +15,11 @@ import torch
 
 import datasets  # noqa: F401  (registers the datasets)
 import trainers  # noqa: F401  (registers the trainers)
-from clip.model import build_model_from_config
 from dassl.config import ConfigError, get_cfg_default
 from dassl.engine import build_trainer
+from tests.clip_helpers import save_tiny_clip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(vision_layers=2, transformer_layers=2, vision_width=64, transformer_width=64,
-            transformer_heads=1, image_resolution=32, vision_patch_size=8, embed_dim=32)
 
 # Written in upstream's style (the structure of CoOp's zsclip.py), by us.
 UPSTREAM_STYLE_ZS = '''
@@ -246,9 +244,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
     root = tmp_path_factory.mktemp("dropin")
-    torch.manual_seed(0)
-    path = root / "tiny_clip.pt"
-    torch.save(build_model_from_config("ViT-B/16", **TINY).state_dict(), path)
+    path = save_tiny_clip(root / "tiny_clip.pt")
     return root, path
 
 

@@ -24,6 +24,7 @@ import train
 import trainers  # noqa: F401  (registers the trainers)
 from clip.model import build_model_from_config
 from dassl.engine import TRAINER_REGISTRY
+from tests.clip_helpers import save_tiny_clip
 
 REPO = Path(__file__).resolve().parents[1]
 UPSTREAM = REPO.parent / "shared" / "data" / "upstream_configs"
@@ -256,9 +257,7 @@ RUNS = {
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("upstream_train_py")
-    torch.manual_seed(0)
-    ckpt = root / "tiny_clip.pt"
-    torch.save(build_model_from_config("ViT-B/16", **TINY).state_dict(), ckpt)
+    ckpt = save_tiny_clip(root / "tiny_clip.pt", layers=4)
     for flavour in FLAVOURS:
         (root / flavour).mkdir()
         (root / flavour / "train.py").write_text(upstream_train_py(flavour))

@@ -79,12 +79,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from dassl.utils.errors import UserError  # noqa: E402
-from dassl.utils.torchtools import (  # noqa: E402
+from dassl.utils.errors import UserError
+from dassl.utils.torchtools import (
     POINTER_FILE,
     epoch_files,
     forbidden,

@@ -157,7 +157,7 @@ def _published_average(table: Table, method: PublishedMethod, pub: PublishedTabl
 
 def _compare_cell(table: Table, row: dict, col: str, data_rows: Sequence[dict],
                   pub: Optional[PublishedTable], method: Optional[PublishedMethod]) -> Compared:
-    from proxy.stats import mean_ci  # importable once sweep.tables put the repository on sys.path
+    from proxy.stats import mean_ci
 
     ours = table.trees[0]
     value = row["cells"].get(ours, {}).get(col)

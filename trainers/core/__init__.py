@@ -19,6 +19,7 @@ Modules, in the order a training step uses them:
 ``losses``      the consistency (anchor) losses and the uniform drift correction
 ``gpa``         Gaussian prompt aggregation, resumable
 ``methods``     the registered methods and their facts (scripts, tables, ``--list-trainers``)
+``config_value`` one config value as ``train.py`` sees it (the sweep's load epochs, read_cfg.py)
 ==============  =================================================================================
 """
 from .context import TextContext, context_parameter, normal_prompt, text_context

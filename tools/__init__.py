@@ -1,0 +1,1 @@
+"""Command-line tools: convert an upstream checkpoint, write a dataset split file."""
