@@ -252,10 +252,19 @@ def _audit(event: str, args) -> None:
 sys.addaudithook(_audit)
 
 
+# Scripts that replace themselves with ``python -m MODULE`` (os.execv) before parsing: checked as
+# that module. ``scripts/sweep.py`` is named like the ``sweep`` package, so it cannot import it.
+HANDED_OVER = {"scripts/sweep.py": "sweep.cli"}
+
+
 def _entry(words):
     """(how Python would run it, the argv after it): ("path", file) or ("module", name)."""
     if words[0] == "-m":
         return ("module", words[1]), list(words[2:])
+    if words[0] in HANDED_OVER:
+        module = HANDED_OVER[words[0]]
+        assert f'"-m", "{module}"' in (REPO / words[0]).read_text(), f"{words[0]} no longer runs {module}"
+        return ("module", module), list(words[1:])
     return ("path", words[0]), list(words[1:])
 
 
