@@ -172,12 +172,12 @@ def test_vpt_is_ivlp_vision_prompts_against_fixed_zero_shot_text(tiny, images):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vpt.prompt_learner.parameters())
     assert [n for n, p in vpt.named_parameters() if p.requires_grad] == ["prompt_learner.ctx_vision.0",
                                                                            "prompt_learner.ctx_vision.1"]
-    with pytest.raises(ValueError, match=r"TRAINER.VPT.PROMPT_DEPTH_VISION must be in 1..3 for this backbone, got 4"):
+    with pytest.raises(ValueError, match=r"VPT.PROMPT_DEPTH_VISION = 4 is not allowed: this backbone has 3 vision"):
         VPTCLIP(tiny, CLASSES, n_ctx=2, depth=4)
 
 
 def test_maple_rejects_depths_beyond_the_backbone(tiny):
-    with pytest.raises(ValueError, match=r"TRAINER.MAPLE.PROMPT_DEPTH must be in 1..3"):
+    with pytest.raises(ValueError, match=r"TRAINER.MAPLE.PROMPT_DEPTH = 4 is not allowed: this backbone has 3 "):
         MaPLeCLIP(tiny, CLASSES, depth=4)
 
 
@@ -235,11 +235,11 @@ def test_promptsrc_training_outputs(tiny, images):
 
 
 def test_ivlp_errors_name_the_key(tiny):
-    with pytest.raises(ValueError, match=r"TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT must be in 1..3"):
+    with pytest.raises(ValueError, match=r"PROMPTSRC.PROMPT_DEPTH_TEXT = 4 is not allowed: this backbone has 3 text"):
         IVLPCLIP(tiny, CLASSES, IVLPSettings(depth_text=4, key="TRAINER.PROMPTSRC"))
-    with pytest.raises(ValueError, match=r"TRAINER.IVLP.PROMPT_DEPTH_VISION must be in 0..3"):
+    with pytest.raises(ValueError, match=r"IVLP.PROMPT_DEPTH_VISION = 5 is not allowed: this backbone has 3 vision"):
         IVLPCLIP(tiny, CLASSES, IVLPSettings(depth_text=1, depth_vision=5))
-    with pytest.raises(ValueError, match=r"TRAINER.IVLP.N_CTX_VISION must be >= 1"):
+    with pytest.raises(ValueError, match=r"TRAINER.IVLP.N_CTX_VISION = 0 is not allowed: it must be >= 1"):
         IVLPCLIP(tiny, CLASSES, IVLPSettings(depth_text=1, depth_vision=1, n_ctx_vision=0))
 
 

@@ -171,3 +171,51 @@ def test_a_row_config_that_sets_more_than_its_switches_is_refused(tmp_path, mmlo
         info.ablation_switches(AblationRow("short", "base_abl1_short"))
     with pytest.raises(ValueError, match=r"'base_rank' is not named <config>_abl<k>_<name>"):
         info.ablation_name(AblationRow("rank", "base_rank"))
+
+
+def _too_deep_models():
+    """Per trainer: the depth keys set beyond the 2-layer tiny CLIP, the key the message names,
+    and the model built directly in Python with the same depths."""
+    from trainers.ivlp import IVLPCLIP, IVLPSettings
+    from trainers.maple import MaPLeCLIP
+    from trainers.mmlop import MMLoPCLIP, MMLoPSettings
+    from trainers.vpt import VPTCLIP
+
+    names = ["a", "b"]
+    return {
+        "IVLP": ({"PROMPT_DEPTH_TEXT": 1, "PROMPT_DEPTH_VISION": 3}, "PROMPT_DEPTH_VISION",
+                 lambda m: IVLPCLIP(m, names, IVLPSettings(depth_text=1, depth_vision=3))),
+        "PromptSRC": ({"PROMPT_DEPTH_TEXT": 3, "PROMPT_DEPTH_VISION": 1}, "PROMPT_DEPTH_TEXT",
+                      lambda m: IVLPCLIP(m, names, IVLPSettings(depth_text=3, depth_vision=1,
+                                                                key="TRAINER.PROMPTSRC"))),
+        "MaPLe": ({"PROMPT_DEPTH": 3}, "PROMPT_DEPTH", lambda m: MaPLeCLIP(m, names, depth=3)),
+        "VPT": ({"PROMPT_DEPTH_VISION": 3}, "PROMPT_DEPTH_VISION", lambda m: VPTCLIP(m, names, n_ctx=2, depth=3)),
+        "MMLoP": ({"PROMPT_DEPTH": 3}, "PROMPT_DEPTH",
+                  lambda m: MMLoPCLIP(m, names, MMLoPSettings(prompt_depth=3))),
+    }
+
+
+@pytest.mark.parametrize("name", ["IVLP", "PromptSRC", "MaPLe", "VPT", "MMLoP"])
+def test_config_time_and_model_time_checks_are_one_rule(tmp_path, name):
+    """A depth the backbone lacks is refused before loading (``check_config``, layers counted in
+    the weights file) and by the model built directly in Python, with one message."""
+    import torch
+
+    from tests.clip_helpers import tiny_model
+
+    model = tiny_model()                                   # 2 text and 2 vision layers
+    path = str(tmp_path / "tiny.pt")
+    torch.save(model.state_dict(), path)
+    depths, key, build = _too_deep_models()[name]
+    cls = _classes()[name]
+    cfg = get_cfg_default()
+    cfg.MODEL.BACKBONE.NAME = path
+    node = cfg.TRAINER[cls.config_node]
+    node.update(depths)
+    with pytest.raises(ConfigError) as before:
+        cls.check_config(cfg, node, f"TRAINER.{cls.config_node}")
+    with pytest.raises(ValueError) as built:
+        build(model)
+    prefix = f"TRAINER.{cls.config_node}.{key} = 3 is not allowed: "
+    assert str(before.value).startswith(prefix), before.value
+    assert str(built.value) == str(before.value).replace(path, "this backbone")

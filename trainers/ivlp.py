@@ -62,11 +62,13 @@ def add_ivlp_keys(node: CN) -> CN:
     return node
 
 
-def check_ivlp_keys(cfg, node, prefix: str) -> None:
-    """Ranges of IVLP's keys (shared with PromptSRC); depths against a published backbone."""
+def check_ivlp_keys(node, prefix: str, layers: tuple[int, int] | None, backbone: str) -> None:
+    """Every rule on IVLP's keys (shared with PromptSRC), in one place: ``check_config`` runs it
+    before loading (``layers`` of the configured backbone, ``checks.config_layers``) and
+    ``IVLPSettings.validate`` on the loaded model's (``checks.check_loaded``)."""
     checks.check_range(node, prefix, "N_CTX_TEXT", low=1)
-    checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH_TEXT", "text")
-    checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH_VISION", "vision", low=0)
+    checks.check_depth_fits(node, prefix, "PROMPT_DEPTH_TEXT", "text", layers, backbone)
+    checks.check_depth_fits(node, prefix, "PROMPT_DEPTH_VISION", "vision", layers, backbone, low=0)
     if node.PROMPT_DEPTH_VISION:
         checks.check_range(node, prefix, "N_CTX_VISION", low=1)
     checks.check_ctx_init(node, prefix)
@@ -94,24 +96,12 @@ class IVLPSettings:
                    ctx_init=node.CTX_INIT, key=key, **speed_ups(node))
 
     def validate(self, clip_model: nn.Module) -> None:
-        """Raise ``ValueError`` naming the key that does not fit ``clip_model``."""
-        _, vision_width, text_layers, vision_layers = backbone_dims(clip_model)
-        k = self.key
-        if self.n_ctx_text < 1:
-            raise ValueError(f"{k}.N_CTX_TEXT must be >= 1, got {self.n_ctx_text}")
-        if not 1 <= self.depth_text <= text_layers:
-            raise ValueError(f"{k}.PROMPT_DEPTH_TEXT must be in 1..{text_layers} for this "
-                             f"backbone, got {self.depth_text}")
-        if self.depth_vision == 0:
-            return
-        if not vision_width:
-            raise ValueError(f"{k}.PROMPT_DEPTH_VISION {self.depth_vision} needs a ViT backbone; "
-                             "this CLIP has a ResNet image tower (set it to 0 or use ViT-*)")
-        if not 0 <= self.depth_vision <= vision_layers:
-            raise ValueError(f"{k}.PROMPT_DEPTH_VISION must be in 0..{vision_layers} for this "
-                             f"backbone, got {self.depth_vision}")
-        if self.n_ctx_vision < 1:
-            raise ValueError(f"{k}.N_CTX_VISION must be >= 1, got {self.n_ctx_vision}")
+        """Raise ``ValueError`` with ``check_ivlp_keys``'s message for a key that does not fit
+        ``clip_model``."""
+        node = CN({"N_CTX_TEXT": self.n_ctx_text, "N_CTX_VISION": self.n_ctx_vision,
+                   "PROMPT_DEPTH_TEXT": self.depth_text, "PROMPT_DEPTH_VISION": self.depth_vision,
+                   "CTX_INIT": self.ctx_init})
+        checks.check_loaded(check_ivlp_keys, node, self.key, clip_model)
 
 
 class IVLPPromptLearner(nn.Module):
@@ -185,7 +175,7 @@ class IVLP(CrossEntropyPromptTrainer):
     @classmethod
     def check_config(cls, cfg, node, prefix: str) -> None:
         super().check_config(cfg, node, prefix)
-        check_ivlp_keys(cfg, node, prefix)
+        check_ivlp_keys(node, prefix, checks.config_layers(cfg), cfg.MODEL.BACKBONE.NAME)
 
     def build_model(self) -> None:
         settings = IVLPSettings.from_cfg(self.node, "TRAINER.IVLP")

@@ -64,6 +64,16 @@ class MaPLePromptLearner(nn.Module):
         return text, [f(p) for f, p in zip(maps, text)]
 
 
+def check_maple_keys(node, prefix: str, layers: tuple[int, int] | None, backbone: str) -> None:
+    """Every rule on MaPLe's keys, in one place: ``MaPLe.check_config`` runs it before loading,
+    ``MaPLeCLIP`` on the loaded model's layers (``checks.check_loaded``). The depth applies to both
+    towers (the vision prompts are maps of the text prompts), so a ResNet image tower is refused."""
+    checks.check_range(node, prefix, "N_CTX", low=1)
+    checks.check_depth_fits(node, prefix, "PROMPT_DEPTH", "text", layers, backbone)
+    checks.check_depth_fits(node, prefix, "PROMPT_DEPTH", "vision", layers, backbone)
+    checks.check_ctx_init(node, prefix)
+
+
 class MaPLeCLIP(PromptedCLIP):
     """Frozen CLIP + ``MaPLePromptLearner``; ``forward(images)`` -> logits ``[B, C]`` (fp32)."""
 
@@ -71,15 +81,9 @@ class MaPLeCLIP(PromptedCLIP):
                  depth: int = 9, ctx_init: str = "a photo of a",
                  precision: Precision | None = None, truncate_text: bool = True,
                  cache_text: bool = True, shared_prefix: bool = True):
-        text_dim, vision_dim, text_layers, vision_layers = backbone_dims(clip_model)
-        if not vision_dim:
-            raise ValueError("MaPLe needs a ViT backbone (vision prompts); this CLIP has a "
-                             "ResNet image tower: set MODEL.BACKBONE.NAME to a ViT-* model")
-        if n_ctx < 1:
-            raise ValueError(f"TRAINER.MAPLE.N_CTX must be >= 1, got {n_ctx}")
-        if not 1 <= depth <= min(text_layers, vision_layers):
-            raise ValueError(f"TRAINER.MAPLE.PROMPT_DEPTH must be in "
-                             f"1..{min(text_layers, vision_layers)} for this backbone, got {depth}")
+        checks.check_loaded(check_maple_keys, CN({"N_CTX": n_ctx, "PROMPT_DEPTH": depth, "CTX_INIT": ctx_init}),
+                            "TRAINER.MAPLE", clip_model)
+        text_dim, vision_dim, _, _ = backbone_dims(clip_model)
         context = text_context(clip_model, ctx_init, n_ctx)
         print("MaPLe design: Multi-modal Prompt Learning")
         print(f'Initial context: "{context.prefix}"')
@@ -113,10 +117,7 @@ class MaPLe(CrossEntropyPromptTrainer):
     @classmethod
     def check_config(cls, cfg, node, prefix: str) -> None:
         super().check_config(cfg, node, prefix)
-        checks.check_range(node, prefix, "N_CTX", low=1)
-        checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH", "text")
-        checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH", "vision")
-        checks.check_ctx_init(node, prefix)
+        check_maple_keys(node, prefix, checks.config_layers(cfg), cfg.MODEL.BACKBONE.NAME)
 
     def build_model(self) -> None:
         node = self.node

@@ -112,7 +112,7 @@ class PromptSRC(GPAMixin, PromptTrainer):
     @classmethod
     def check_config(cls, cfg, node, prefix: str) -> None:
         super().check_config(cfg, node, prefix)
-        check_ivlp_keys(cfg, node, prefix)
+        check_ivlp_keys(node, prefix, checks.config_layers(cfg), cfg.MODEL.BACKBONE.NAME)
         checks.check_loss_weights(node, prefix, LOSS_WEIGHT_KEYS)
         checks.check_gpa(cfg, node, prefix)
 

@@ -55,6 +55,13 @@ class VPTPromptLearner(nn.Module):
         return [], list(self.ctx_vision)
 
 
+def check_vpt_keys(node, prefix: str, layers: tuple[int, int] | None, backbone: str) -> None:
+    """Every rule on VPT's keys, in one place: ``VPT.check_config`` runs it before loading,
+    ``VPTCLIP`` on the loaded model's layers (``checks.check_loaded``)."""
+    checks.check_range(node, prefix, "N_CTX_VISION", low=1)
+    checks.check_depth_fits(node, prefix, "PROMPT_DEPTH_VISION", "vision", layers, backbone)
+
+
 class VPTCLIP(PromptedCLIP):
     """Frozen CLIP + ``VPTPromptLearner``; ``forward(images)`` -> logits ``[B, C]`` (fp32)
     against the fixed class texts ``text_anchors``."""
@@ -62,12 +69,9 @@ class VPTCLIP(PromptedCLIP):
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int, depth: int,
                  ctx_init: str = "a photo of a", precision: Precision | None = None,
                  key: str = "TRAINER.VPT"):
-        _, vision_width, _, vision_layers = backbone_dims(clip_model)
-        if not vision_width:
-            raise ValueError(f"{key}: VPT needs a ViT backbone; this CLIP has a ResNet image tower")
-        if not 1 <= depth <= vision_layers:
-            raise ValueError(f"{key}.PROMPT_DEPTH_VISION must be in 1..{vision_layers} for this "
-                             f"backbone, got {depth}")
+        checks.check_loaded(check_vpt_keys, CN({"N_CTX_VISION": n_ctx, "PROMPT_DEPTH_VISION": depth}), key,
+                            clip_model)
+        vision_width = backbone_dims(clip_model).vision_width
         prefix = clean_ctx_init(ctx_init)
         template = f"{prefix} {{}}." if prefix else "{}."
         print(f'Fixed text: "{template.format("<class>")}"')
@@ -102,8 +106,7 @@ class VPT(CrossEntropyPromptTrainer):
     @classmethod
     def check_config(cls, cfg, node, prefix: str) -> None:
         super().check_config(cfg, node, prefix)
-        checks.check_range(node, prefix, "N_CTX_VISION", low=1)
-        checks.check_depth(cfg, node, prefix, "PROMPT_DEPTH_VISION", "vision")
+        check_vpt_keys(node, prefix, checks.config_layers(cfg), cfg.MODEL.BACKBONE.NAME)
 
     def build_model(self) -> None:
         node = self.node

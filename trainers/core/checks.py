@@ -13,7 +13,7 @@ from typing import Sequence
 from dassl.config import ConfigError
 from dassl.engine.config_checks import check_choice, check_range, fail  # noqa: F401  (the trainers' helpers)
 
-from .backbone import file_layers, known_layers
+from .backbone import backbone_dims, file_layers, known_layers
 from .context import clean_ctx_init
 from .text_inputs import count_tokens
 
@@ -58,6 +58,17 @@ def check_depth_fits(node, prefix: str, name: str, tower: str, layers: tuple[int
         fail(f"{prefix}.{name}", node[name],
              f"{backbone} has {n} {tower} layers"
              + ("" if n else " (a ResNet image tower takes no vision prompts)"))
+
+
+def check_loaded(check, node, prefix: str, clip_model) -> None:
+    """Run a trainer's key check, ``check(node, prefix, layers, backbone)``, the one its
+    ``check_config`` runs before anything is loaded, on a loaded model's layer counts: a model
+    built directly in Python is refused with the same message, as ``ValueError``."""
+    dims = backbone_dims(clip_model)
+    try:
+        check(node, prefix, (dims.text_layers, dims.vision_layers), "this backbone")
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def check_gpa(cfg, node, prefix: str) -> None:
