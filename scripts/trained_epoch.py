@@ -10,10 +10,11 @@ for a run trained without a final test, from its checkpoint pointer when it reac
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
+
+from mmlop.results import read_results
 
 
 def pointer_epoch(model_dir: str) -> int | None:
@@ -43,12 +44,9 @@ def trained_epoch(model_dir: str, hint: str) -> int:
     """The last epoch of the finished run in ``model_dir``; ``SystemExit`` with the message otherwise."""
     if not os.path.isdir(model_dir):
         raise SystemExit(f"error: no training run at {model_dir}; run {hint} first")
-    results = os.path.join(model_dir, "results.json")
-    if os.path.isfile(results):
-        with open(results) as f:
-            epoch = json.load(f).get("epoch")
-        if epoch:
-            return int(epoch)
+    epoch = (read_results(model_dir) or {}).get("epoch")
+    if epoch:
+        return int(epoch)
     last, total = pointer_epoch(model_dir), max_epoch(model_dir)
     if last is not None and total is not None and last >= total:
         return last

@@ -24,11 +24,12 @@ runs have; else ``results.json`` for shots and backbone), listed under the table
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
+
+from mmlop.results import read_results
 
 from ..tables import MISSING, Cell, Table, harmonic_mean, parse_config_dump
 from . import AVERAGED_OVER, ROUNDING, PublishedMethod, PublishedTable, find, load_tables, parse_selector
@@ -217,13 +218,8 @@ def _run_records(table: Table) -> list[dict]:
                 if path in seen:
                     continue
                 seen.add(path)
-                record = {}
-                try:
-                    with open(os.path.join(path, "results.json")) as f:
-                        results = json.load(f)
-                    record.update({k: results[f] for k, f in FROM_RESULTS.items() if results.get(f) is not None})
-                except (OSError, ValueError):
-                    pass
+                results = read_results(path) or {}
+                record = {k: results[f] for k, f in FROM_RESULTS.items() if results.get(f) is not None}
                 for name in ("config.yaml", "log.txt"):
                     try:
                         with open(os.path.join(path, name), errors="replace") as f:
